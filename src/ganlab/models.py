@@ -1,0 +1,137 @@
+"""Generator and discriminator builders, one pair per architecture, chosen by name.
+
+Discriminators end in a single float32 logit (D(x) = sigmoid(logit)); the
+seeds' final sigmoid moves into the loss, which is the numerically stable
+form of the same model. Adding an architecture is one `ModelSpec` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+IMG_SHAPE = (28, 28, 1)
+
+
+def _units(n: int, width: float) -> int:
+    return max(1, round(n * width))
+
+
+def mlp_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+    """The book's G: Dense(128), LeakyReLU(0.01), Dense(784, tanh), reshaped to 28x28x1."""
+    return keras.Sequential(
+        [
+            keras.Input((z_dim,)),
+            layers.Dense(_units(128, width)),
+            layers.LeakyReLU(negative_slope=0.01),
+            layers.Dense(28 * 28, activation="tanh", dtype="float32"),
+            layers.Reshape(IMG_SHAPE, dtype="float32"),
+        ],
+        name="generator",
+    )
+
+
+def mlp_discriminator(width: float = 1.0) -> keras.Model:
+    """The book's D: Flatten, Dense(128), LeakyReLU(0.01), Dense(1) as a logit."""
+    return keras.Sequential(
+        [
+            keras.Input(IMG_SHAPE),
+            layers.Flatten(),
+            layers.Dense(_units(128, width)),
+            layers.LeakyReLU(negative_slope=0.01),
+            layers.Dense(1, dtype="float32"),
+        ],
+        name="discriminator",
+    )
+
+
+def mlp_bn_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+    """Keras-GAN's G: Dense 256-512-1024, each LeakyReLU(0.2) then BatchNorm(momentum=0.8)."""
+    stack: list = [keras.Input((z_dim,))]
+    for n in (256, 512, 1024):
+        stack += [
+            layers.Dense(_units(n, width)),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.BatchNormalization(momentum=0.8),
+        ]
+    stack += [layers.Dense(28 * 28, activation="tanh", dtype="float32"), layers.Reshape(IMG_SHAPE, dtype="float32")]
+    return keras.Sequential(stack, name="generator")
+
+
+def mlp_bn_discriminator(width: float = 1.0) -> keras.Model:
+    """Keras-GAN's D: Flatten, Dense 512-256 with LeakyReLU(0.2), Dense(1) logit."""
+    return keras.Sequential(
+        [
+            keras.Input(IMG_SHAPE),
+            layers.Flatten(),
+            layers.Dense(_units(512, width)),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Dense(_units(256, width)),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Dense(1, dtype="float32"),
+        ],
+        name="discriminator",
+    )
+
+
+def dcgan_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+    """The blog's G: Dense(7*7*128, relu), 2x (UpSampling, Conv2D(k=4, relu), BN), Conv2D(1, 4, tanh)."""
+    c = _units(128, width)
+    return keras.Sequential(
+        [
+            keras.Input((z_dim,)),
+            layers.Dense(7 * 7 * c, activation="relu"),
+            layers.Reshape((7, 7, c)),
+            layers.UpSampling2D(),
+            layers.Conv2D(c, 4, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.UpSampling2D(),
+            layers.Conv2D(_units(64, width), 4, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.Conv2D(1, 4, padding="same", activation="tanh", dtype="float32"),
+        ],
+        name="generator",
+    )
+
+
+def dcgan_discriminator(width: float = 1.0) -> keras.Model:
+    """The blog's D: Conv2D 32/64/128 (k=4, s=2, relu) each with BN, Dense(256), Dropout(0.25), Dense(1)."""
+    stack: list = [keras.Input(IMG_SHAPE)]
+    for n in (32, 64, 128):
+        stack += [layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"),
+                  layers.BatchNormalization()]
+    stack += [
+        layers.Flatten(),
+        layers.Dense(_units(256, width), activation="relu"),
+        layers.Dropout(0.25),
+        layers.Dense(1, dtype="float32"),
+    ]
+    return keras.Sequential(stack, name="discriminator")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture and the reference hyper-parameters that come with it in the seeds."""
+
+    generator: Callable[..., keras.Model]
+    discriminator: Callable[..., keras.Model]
+    batch_size: int
+    learning_rate: float
+    beta_1: float
+
+
+# Reference values from ../shared/seeds: the book (Adam() defaults), Keras-GAN, the DCGAN blog.
+REGISTRY: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(mlp_generator, mlp_discriminator, batch_size=128, learning_rate=1e-3, beta_1=0.9),
+    "mlp_bn": ModelSpec(mlp_bn_generator, mlp_bn_discriminator, batch_size=128, learning_rate=2e-4, beta_1=0.5),
+    "dcgan": ModelSpec(dcgan_generator, dcgan_discriminator, batch_size=200, learning_rate=1e-3, beta_1=0.9),
+}
+
+
+def build(name: str, z_dim: int, width: float = 1.0) -> tuple[keras.Model, keras.Model]:
+    """Return (generator, discriminator) for architecture `name`."""
+    spec = REGISTRY[name]
+    return spec.generator(z_dim, width), spec.discriminator(width)

@@ -1,0 +1,80 @@
+"""Tests for the params.yaml loader: every bad value fails with one line naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ganlab.config import ConfigError, Params, flatten, load_params, parse_params
+
+from .conftest import ROOT
+
+
+def test_repo_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.model in ("mlp", "mlp_bn", "dcgan")
+    assert params.prepare.source == "auto"
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"train": {"iteratons": 5}}, ["train.iteratons", "did you mean train.iterations"]),
+        ({"trian": {}}, ["trian", "did you mean train"]),
+        ({"train": {"model": "gan"}}, ["train.model", "'gan'", "mlp, mlp_bn, dcgan"]),
+        ({"train": {"iterations": "many"}}, ["train.iterations", "integer"]),
+        ({"train": {"iterations": 0}}, ["train.iterations", ">= 1"]),
+        ({"train": {"batch_size": 100000}}, ["train.batch_size", "60000"]),
+        ({"train": {"resume": "yes"}}, ["train.resume", "true or false"]),
+        ({"train": {"iterations": 100, "sample_interval": 30}}, ["train.sample_interval", "divisor"]),
+        ({"prepare": {"source": "internet"}}, ["prepare.source", "auto, cache, download, package"]),
+        ({"prepare": {"mirrors": "http://x"}}, ["prepare.mirrors", "list"]),
+        ({"evaluate": {"n_samples": 5}}, ["evaluate.n_samples"]),
+    ],
+)
+def test_bad_values_name_the_key(raw, words):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for word in words:
+        assert word in msg
+
+
+def test_broken_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  model: [mlp\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_replace_and_flatten():
+    params = Params()
+    small = dataclasses.replace(params.train, iterations=10, sample_interval=5, checkpoint_interval=5)
+    flat = flatten(dataclasses.replace(params, train=small))
+    assert flat["train.iterations"] == 10 and "prepare.mirrors" in flat
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Params)}
+anything = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(SECTIONS)),
+                       st.dictionaries(st.text(min_size=1, max_size=12) | st.sampled_from(
+                           ["model", "iterations", "batch_size", "source", "n_samples", "seed", "resume",
+                            "learning_rate", "sample_interval", "mirrors", "epochs", "max_runs"]),
+                           anything, max_size=3), max_size=3))
+def test_loader_never_crashes_untidily(raw):
+    """Any mapping either loads into a valid config or fails with one ConfigError line."""
+    try:
+        params = parse_params(raw)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("params.yaml")
+    else:
+        yaml.safe_dump(flatten(params))  # loaded values are plain data

@@ -1,0 +1,176 @@
+"""Tests for MNIST acquisition: every source, every failure, and the real package data."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+
+import numpy as np
+import pytest
+
+from ganlab import data
+from ganlab.config import PrepareConfig
+from ganlab.files import StageError
+
+NO_NET = PrepareConfig(mirrors=(), npz_urls=(), timeout_s=2, retries=1)
+
+
+def serve_idx(root, payloads, skip=(), corrupt=()):
+    for key, raw in payloads.items():
+        name = data.IDX_FILES[key].name
+        if key in skip:
+            continue
+        if key in corrupt:
+            raw = raw[:-1] + bytes([raw[-1] ^ 0xFF])
+        (root / f"{name}.gz").write_bytes(gzip.compress(raw, mtime=0))
+
+
+def test_idx_round_trip():
+    arr = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    assert np.array_equal(data.decode_idx(data.encode_idx(arr)), arr)
+    with pytest.raises(data.SourceError, match="header says"):
+        data.decode_idx(data.encode_idx(arr)[:-5])
+
+
+def test_download_then_cache(fake_mnist, http_dir, tmp_path):
+    arrays, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads)
+    cfg = dataclasses.replace(NO_NET, mirrors=(url,), source="auto")
+    raw = tmp_path / "raw"
+    source, got = data.acquire(cfg, raw)
+    assert source == "download" and got == payloads
+    assert sorted(p.name for p in raw.iterdir()) == sorted(s.name for s in data.IDX_FILES.values())
+    # The second run is served from the verified cache, with the mirror gone.
+    source, got = data.acquire(dataclasses.replace(cfg, mirrors=()), raw)
+    assert source == "cache" and got == payloads
+
+
+@pytest.mark.parametrize("fault", ["404", "truncated", "checksum", "down"])
+def test_bad_mirror_moves_on_to_next(fault, fake_mnist, http_dir, tmp_path):
+    _, payloads = fake_mnist
+    root, url, truncate = http_dir
+    good = root / "good"
+    good.mkdir()
+    serve_idx(good, payloads)
+    bad_url = url
+    if fault == "404":
+        serve_idx(root, payloads, skip=("test_labels",))
+    elif fault == "truncated":
+        serve_idx(root, payloads)
+        truncate.add("t10k-images-idx3-ubyte.gz")
+    elif fault == "checksum":
+        serve_idx(root, payloads, corrupt=("train_labels",))
+    else:
+        bad_url = "http://127.0.0.1:9/"  # discard port: nothing listens
+    cfg = dataclasses.replace(NO_NET, source="download", mirrors=(bad_url, url + "good/"))
+    raw = tmp_path / "raw"
+    source, got = data.acquire(cfg, raw)
+    assert source == "download" and got == payloads
+
+
+def test_all_mirrors_bad_gives_one_clear_line(fake_mnist, http_dir, tmp_path):
+    _, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads, corrupt=("train_images",))
+    cfg = dataclasses.replace(NO_NET, source="download", mirrors=(url,))
+    with pytest.raises(StageError) as err:
+        data.acquire(cfg, tmp_path / "raw")
+    msg = str(err.value)
+    assert "\n" not in msg and "MD5" in msg and data.IDX_FILES["train_images"].gz_md5 in msg
+    assert "prepare.source" in msg
+    # Nothing unverified is left where a later run would trust it.
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupted"])
+def test_bad_cache_falls_back_and_repairs(damage, fake_mnist, http_dir, tmp_path):
+    _, payloads = fake_mnist
+    root, url, _ = http_dir
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for key, blob in payloads.items():
+        (raw / data.IDX_FILES[key].name).write_bytes(blob)
+    victim = raw / data.IDX_FILES["test_images"].name
+    if damage == "missing":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(data.SourceError, match="t10k-images"):
+        data.from_cache(raw)
+    serve_idx(root, payloads)
+    source, _ = data.acquire(dataclasses.replace(NO_NET, mirrors=(url,)), raw)
+    assert source == "download"
+    assert data.from_cache(raw) == payloads  # repaired
+
+
+def test_explicit_cache_source_stops_with_hash_in_message(fake_mnist, tmp_path):
+    _, payloads = fake_mnist
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for key, blob in payloads.items():
+        (raw / data.IDX_FILES[key].name).write_bytes(blob)
+    (raw / data.IDX_FILES["train_labels"].name).write_bytes(b"\0\0\x08\x01garbage")
+    with pytest.raises(StageError) as err:
+        data.acquire(dataclasses.replace(NO_NET, source="cache"), raw)
+    assert data.IDX_FILES["train_labels"].sha256 in str(err.value)
+    assert "delete it" in str(err.value)
+
+
+def test_npz_source(fake_mnist, http_dir, tmp_path, monkeypatch):
+    arrays, payloads = fake_mnist
+    root, url, _ = http_dir
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x_train=arrays["train_images"], y_train=arrays["train_labels"],
+             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    (root / "mnist.npz").write_bytes(buf.getvalue())
+    cfg = dataclasses.replace(NO_NET, source="download", npz_urls=(url + "mnist.npz",))
+    with pytest.raises(StageError, match="SHA-256"):
+        data.acquire(cfg, tmp_path / "raw")
+    monkeypatch.setattr(data, "NPZ_SHA256", __import__("hashlib").sha256(buf.getvalue()).hexdigest())
+    source, got = data.acquire(cfg, tmp_path / "raw")
+    assert source == "download" and got == payloads
+
+
+def test_package_refuses_unverified_pickle(tmp_path):
+    bogus = tmp_path / "mnist.pkl.gz"
+    bogus.write_bytes(gzip.compress(b"not a pickle"))
+    with pytest.raises(data.SourceError, match="SHA-256"):
+        data.from_package(bogus)
+
+
+def test_prepare_writes_scaled_arrays(fake_mnist, http_dir, tmp_path):
+    arrays, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads)
+    out = tmp_path / "prepared"
+    manifest = data.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
+    x, y = data.load_split(out, "train", manifest)
+    assert isinstance(x, np.memmap) and x.shape == (60, 28, 28, 1) and x.dtype == np.float32
+    assert np.allclose(x[..., 0], arrays["train_images"] / 127.5 - 1, atol=1e-6)
+    assert -1 <= x.min() and x.max() <= 1
+    assert manifest["counts"] == {"train": 60, "test": 20}
+    assert manifest["class_histogram"]["train"] == [6] * 10
+    assert not list(out.glob("*.partial"))
+
+
+def test_truncated_prepared_array_is_refused(fake_mnist, http_dir, tmp_path):
+    _, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads)
+    out = tmp_path / "prepared"
+    manifest = data.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
+    path = out / "test_x.npy"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(StageError, match="corrupted"):
+        data.load_split(out, "test", manifest)
+
+
+def test_package_reproduces_official_payloads():
+    payloads = data.from_package()  # raises unless all four SHA-256 match the official IDX files
+    labels = data.decode_idx(payloads["train_labels"])
+    assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    test_labels = data.decode_idx(payloads["test_labels"])
+    assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
