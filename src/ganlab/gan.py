@@ -32,6 +32,8 @@ class GAN(keras.Model):
         self.seed = seed
         self.d_schedule = d_schedule
         self.images = None  # set by set_data; a plain tensor, so it is never checkpointed
+        # Both networks are built from their Input layers; fit() needs to be told.
+        self.built = True
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
@@ -66,14 +68,55 @@ class GAN(keras.Model):
         base = tf.constant(self.seed, tf.int64) * 1_000_003 + replica
         return [tf.stack([base, it * 4 + k]) for k in range(4)]
 
+    def call(self, z, training=False):
+        return self.generate(z, training=training)
+
     def generate(self, z: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.cast(self.generator(z, training=training), tf.float32)
 
-    def _apply(self, optimizer, loss, variables, tape):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    @staticmethod
+    def _scaled(optimizer, loss):
+        """The loss to differentiate (inside the tape): the replica's share, loss-scaled for float16."""
         # Gradients are summed across replicas, so each replica contributes its share.
-        grads = tape.gradient(optimizer.scale_loss(loss / replicas), variables)
+        return optimizer.scale_loss(loss / tf.distribute.get_strategy().num_replicas_in_sync)
+
+    @staticmethod
+    def _apply(optimizer, scaled_loss, variables, tape):
+        grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
+
+    def d_step(self, real: tf.Tensor, fake: tf.Tensor):
+        """Update D only: on real then on fake (two optimiser steps), or once on both ("combined")."""
+        d_vars = self.discriminator.trainable_variables
+        if self.d_schedule == "two_step":
+            with tf.GradientTape() as tape:
+                logits_real = self.discriminator(real, training=True)
+                loss_real = _bce(True, logits_real)
+                scaled = self._scaled(self.d_optimizer, loss_real)
+            self._apply(self.d_optimizer, scaled, d_vars, tape)
+            with tf.GradientTape() as tape:
+                logits_fake = self.discriminator(fake, training=True)
+                loss_fake = _bce(False, logits_fake)
+                scaled = self._scaled(self.d_optimizer, loss_fake)
+            self._apply(self.d_optimizer, scaled, d_vars, tape)
+        else:
+            with tf.GradientTape() as tape:
+                logits_real = self.discriminator(real, training=True)
+                logits_fake = self.discriminator(fake, training=True)
+                loss_real, loss_fake = _bce(True, logits_real), _bce(False, logits_fake)
+                scaled = self._scaled(self.d_optimizer, 0.5 * (loss_real + loss_fake))
+            self._apply(self.d_optimizer, scaled, d_vars, tape)
+        return loss_real, loss_fake, logits_real, logits_fake
+
+    def g_step(self, z: tf.Tensor) -> tf.Tensor:
+        """Update G only, through D held fixed (inference mode: no BN statistics move either)."""
+        g_vars = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self.generate(z, training=True), training=False)
+            g_loss = _bce(True, logits)
+            scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, scaled, g_vars, tape)
+        return g_loss
 
     def train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -84,32 +127,8 @@ class GAN(keras.Model):
         real = tf.gather(self.images, idx)
         # As the book's generator.predict(): fakes for D come from G in inference mode.
         fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), training=False)
-
-        d_vars = self.discriminator.trainable_variables
-        if self.d_schedule == "two_step":
-            with tf.GradientTape() as tape:
-                logits_real = self.discriminator(real, training=True)
-                loss_real = _bce(True, logits_real)
-            self._apply(self.d_optimizer, loss_real, d_vars, tape)
-            with tf.GradientTape() as tape:
-                logits_fake = self.discriminator(fake, training=True)
-                loss_fake = _bce(False, logits_fake)
-            self._apply(self.d_optimizer, loss_fake, d_vars, tape)
-        else:
-            with tf.GradientTape() as tape:
-                logits_real = self.discriminator(real, training=True)
-                logits_fake = self.discriminator(fake, training=True)
-                loss_real, loss_fake = _bce(True, logits_real), _bce(False, logits_fake)
-                loss = 0.5 * (loss_real + loss_fake)
-            self._apply(self.d_optimizer, loss, d_vars, tape)
-
-        g_vars = self.generator.trainable_variables
-        z = tf.random.stateless_normal([batch, self.z_dim], seed=s_zg)
-        with tf.GradientTape() as tape:
-            # D in inference mode: its weights and BN statistics stay fixed during G's step.
-            logits = self.discriminator(self.generate(z, training=True), training=False)
-            g_loss = _bce(True, logits)
-        self._apply(self.g_optimizer, g_loss, g_vars, tape)
+        loss_real, loss_fake, logits_real, logits_fake = self.d_step(real, fake)
+        g_loss = self.g_step(tf.random.stateless_normal([batch, self.z_dim], seed=s_zg))
 
         acc_real = tf.reduce_mean(tf.cast(logits_real >= 0, tf.float32))
         acc_fake = tf.reduce_mean(tf.cast(logits_fake < 0, tf.float32))

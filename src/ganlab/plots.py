@@ -1,0 +1,64 @@
+"""Pictures shared by the stages: sample grids and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: stages run under DVC and CI with no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ganlab.files import atomic_path  # noqa: E402
+
+
+def tile(images: np.ndarray, rows: int, cols: int | None = None, pad: int = 2, scale: int = 3) -> np.ndarray:
+    """Tile (N, 28, 28, 1) images in [-1, 1] into one [0, 1] picture, upscaled `scale` times."""
+    cols = cols or rows
+    images = np.clip((np.asarray(images, np.float32)[..., 0] + 1) / 2, 0, 1)
+    h, w = images.shape[1:3]
+    out = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), np.float32)
+    for i, img in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return np.kron(out, np.ones((scale, scale), np.float32))
+
+
+def save_image(picture: np.ndarray, path: Path) -> Path:
+    """Write a [0, 1] greyscale picture as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, picture, cmap="gray", vmin=0, vmax=1, format="png")
+    return path
+
+
+def save_grid(images: np.ndarray, rows: int, path: Path, cols: int | None = None) -> Path:
+    """Save `rows` x `cols` images in [-1, 1] as one PNG grid."""
+    return save_image(tile(images, rows, cols), path)
+
+
+def history_figures(history: pd.DataFrame) -> dict[str, plt.Figure]:
+    """The book's two figures: losses, and D's accuracy on real and fake, against iteration."""
+    figs = {}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for col, label in (("d_loss", "Discriminator loss"), ("g_loss", "Generator loss")):
+        ax.plot(history["iteration"], history[col], label=label)
+    ax.set(xlabel="Iteration", ylabel="Loss", title="Training loss")
+    ax.legend()
+    fig.tight_layout()
+    figs["loss"] = fig
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for col, label in (("d_acc", "D accuracy"), ("d_acc_real", "on real"), ("d_acc_fake", "on fake")):
+        ax.plot(history["iteration"], 100 * history[col], label=label)
+    ax.set(xlabel="Iteration", ylabel="Accuracy (%)", title="Discriminator accuracy", ylim=(0, 101))
+    ax.legend()
+    fig.tight_layout()
+    figs["accuracy"] = fig
+    return figs
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path

@@ -1,0 +1,353 @@
+"""Training: devices, checkpoints and resume, divergence, and the callbacks around `GAN.fit()`.
+
+The loop itself is Keras' `fit()` over the compiled `GAN.train_step`; one Keras
+epoch is one `sample_interval`. Side jobs (history, grids, checkpoints,
+tracking, the progress bar) are callbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from ganlab import models
+from ganlab.config import TrainConfig
+from ganlab.files import StageError, write_json
+from ganlab.gan import GAN
+from ganlab.plots import save_grid
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["iteration", "d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake"]
+
+
+class Diverged(StageError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings after `null`s are replaced by the model's reference values."""
+
+    batch_size: int
+    learning_rate: float
+    beta_1: float
+
+
+def resolve(cfg: TrainConfig) -> Resolved:
+    spec = models.REGISTRY[cfg.model]
+    return Resolved(
+        batch_size=cfg.batch_size or spec.batch_size,
+        learning_rate=cfg.learning_rate or spec.learning_rate,
+        beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
+    )
+
+
+def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
+    """What makes a checkpoint reusable: everything that changes the weights, but the run length."""
+    keep = dataclasses.asdict(cfg)
+    for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
+                "experiment", "log_models", "steps_per_execution"):
+        keep.pop(key)
+    keep["resolved"] = dataclasses.asdict(resolve(cfg))
+    keep["data_hash"] = data_hash
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- devices
+
+
+def select_device(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, dict[str, Any]]:
+    """Pick the distribution strategy and precision; return (strategy, what was chosen)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    if cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(gpus) > 1):
+        strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy([d.name for d in logical])
+    else:
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    capable = bool(gpus) and all(
+        tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) >= (7, 0) for g in gpus
+    )
+    mixed = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and capable)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    info = {
+        "device": ",".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
+        or "cpu",
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "precision": "mixed_float16" if mixed else "float32",
+        "jit_compile": cfg.jit_compile,
+    }
+    return strategy, info
+
+
+def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
+    """Build and compile the GAN for `cfg` under `strategy` (weights seeded by cfg.seed)."""
+    keras.utils.set_random_seed(cfg.seed)
+    res = resolve(cfg)
+    if res.batch_size % strategy.num_replicas_in_sync:
+        raise StageError(
+            f"train.batch_size {res.batch_size} does not split over {strategy.num_replicas_in_sync} devices; "
+            "use a multiple of the device count"
+        )
+    with strategy.scope():
+        g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
+        gan = GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
+
+        def adam():
+            opt = keras.optimizers.Adam(res.learning_rate, beta_1=res.beta_1)
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                opt = keras.optimizers.LossScaleOptimizer(opt)
+            return opt
+
+        # Keras' multi-step loop fails to trace the replica id under MirroredStrategy: one step per call there.
+        spe = 1 if strategy.num_replicas_in_sync > 1 else math.gcd(cfg.steps_per_execution, cfg.sample_interval)
+        gan.compile(d_optimizer=adam(), g_optimizer=adam(), batch_size=res.batch_size,
+                    jit_compile=cfg.jit_compile, steps_per_execution=spe)
+        # Build optimizer slots now so a checkpoint can restore into them.
+        gan.d_optimizer.build(d.trainable_variables)
+        gan.g_optimizer.build(g.trainable_variables)
+    return gan
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """Weights, optimiser state and the run's bookkeeping, in a folder that survives re-runs."""
+
+    def __init__(self, gan: GAN, folder: Path):
+        self.folder = folder
+        self.ckpt = tf.train.Checkpoint(generator=gan.generator, discriminator=gan.discriminator,
+                                        d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(folder), max_to_keep=2)
+        self.state_path = folder / "state.json"
+
+    def state(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def save(self, iteration: int, state: dict) -> None:
+        # Weights first, then the state that points at them: a crash between leaves the old pair.
+        path = self.manager.save(checkpoint_number=iteration)
+        write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": Path(path).name})
+
+    def restore(self, fp: str) -> dict | None:
+        """Restore the latest checkpoint if it was made with the same fingerprint; return its state."""
+        state = self.state()
+        if not state or state.get("fingerprint") != fp:
+            if state:
+                log.info("checkpoint in %s is for other params; starting fresh", self.folder)
+            return None
+        path = self.folder / state["checkpoint"]
+        try:
+            self.ckpt.restore(str(path)).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            raise StageError(
+                f"checkpoint {path} cannot be restored ({type(exc).__name__}); "
+                f"delete {self.folder} to start over, or set train.resume: false"
+            ) from None
+        return state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class IntervalCallback(keras.callbacks.Callback):
+    """At the end of each sample interval: record history, save the grid, check for NaN, checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, history: list[dict], fixed_z: np.ndarray, samples_dir: Path,
+                 checkpoints: Checkpoints, state: dict, on_interval: Callable[[dict, Path], None]):
+        super().__init__()
+        self.cfg, self.history, self.fixed_z = cfg, history, fixed_z
+        self.samples_dir, self.checkpoints, self.state = samples_dir, checkpoints, state
+        self.on_interval = on_interval
+        self.last_good = state.get("last_checkpoint", 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        it = int(self.model.iteration.numpy())
+        row = {"iteration": it, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:]}}
+        if not all(math.isfinite(v) for v in row.values()):
+            self.model.stop_training = True
+            bad = ", ".join(k for k, v in row.items() if not math.isfinite(v))
+            raise Diverged(
+                f"training diverged near iteration {it} ({bad} not finite); the last good checkpoint "
+                f"(iteration {self.last_good}) is kept in {self.checkpoints.folder}; "
+                "lower train.learning_rate or change train.seed, then re-run"
+            )
+        self.history.append(row)
+        grid = save_grid(self.model.generate(self.fixed_z).numpy(), self.cfg.grid_size,
+                         self.samples_dir / f"iter_{it:06d}.png")
+        self.on_interval(row, grid)
+        if it % self.cfg.checkpoint_interval == 0 or it >= self.cfg.iterations:
+            self.save(it)
+
+    def save(self, it: int) -> None:
+        self.last_good = it
+        self.state["last_checkpoint"] = it
+        self.state["history"] = self.history
+        self.checkpoints.save(it, self.state)
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One bar for the whole run (not one per interval) with it/s and the current losses."""
+
+    def __init__(self, total: int, start: int, every: int = 50):
+        super().__init__()
+        self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, mininterval=0.5,
+                        disable=None if os.environ.get("GANLAB_PROGRESS") != "1" else False)
+        self.every = every
+        self.pending = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.pending += self.model.steps_per_execution if hasattr(self.model, "steps_per_execution") else 1
+        if self.pending >= self.every:
+            self.bar.update(self.pending)
+            self.pending = 0
+            if logs:
+                self.bar.set_postfix(d_loss=f"{float(logs['d_loss']):.3f}", g_loss=f"{float(logs['g_loss']):.3f}",
+                                     refresh=False)
+
+    def close(self) -> None:
+        self.bar.update(self.pending)
+        self.pending = 0
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    gan: GAN
+    history: pd.DataFrame
+    metrics: dict[str, Any]
+    resumed_from: int
+    state: dict
+
+
+def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Path, ckpt_dir: Path,
+          on_start: Callable[[dict], dict] = lambda state: state,
+          on_interval: Callable[[dict, Path], None] = lambda row, grid: None,
+          callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> TrainResult:
+    """Train (or resume) the GAN in `cfg` on `images`; return the model, history and summary metrics.
+
+    `on_start(state)` runs once the checkpoint state is known (resumed or fresh) and
+    may add to it (e.g. the MLflow run id); `on_interval(row, grid_png)` runs at the end of every
+    sample interval. A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
+    """
+    # Same params and seed, same losses: costs little for these small networks on CPU.
+    tf.config.experimental.enable_op_determinism()
+    strategy, device = select_device(cfg)
+    log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
+             device["precision"], cfg.jit_compile)
+    gan = make_gan(cfg, strategy)
+    fp = fingerprint(cfg, data_hash)
+    checkpoints = Checkpoints(gan, ckpt_dir)
+    state = checkpoints.restore(fp) if cfg.resume else None
+    if state is None:
+        checkpoints.clear()
+        if samples_dir.exists():
+            shutil.rmtree(samples_dir)
+        state = {"fingerprint": fp}
+    start = int(gan.iteration.numpy())
+    history = [r for r in state.get("history", []) if r["iteration"] <= start]
+    if start:
+        log.info("resuming from checkpoint at iteration %d of %d", start, cfg.iterations)
+        state.setdefault("resumed_at", []).append(start)
+    state = on_start({**state, "device": device})
+    samples_dir.mkdir(parents=True, exist_ok=True)
+
+    with strategy.scope():
+        gan.set_data(images)
+    fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid_size**2, cfg.z_dim)).astype(np.float32)
+    interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, on_interval)
+    bar = ProgressBar(cfg.iterations, start)
+    all_callbacks = [interval_cb, bar, *callbacks]
+    if start:
+        # Each compiled call runs steps_per_execution steps: keep calls aligned with where we resume.
+        gan.steps_per_execution = math.gcd(gan.steps_per_execution, start)
+    # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
+    # It has one row per replica because distributed fit() splits each element's first axis.
+    dummy = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
+    t0 = time.perf_counter()
+    try:
+        # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations.
+        partial = (cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval
+        if partial and start < cfg.iterations:
+            gan.fit(dummy, epochs=1, steps_per_epoch=partial, callbacks=all_callbacks, verbose=0, shuffle=False)
+        remaining = (cfg.iterations - int(gan.iteration.numpy())) // cfg.sample_interval
+        if remaining > 0:
+            gan.fit(dummy, epochs=remaining, steps_per_epoch=cfg.sample_interval, callbacks=all_callbacks,
+                    verbose=0, shuffle=False)
+    except KeyboardInterrupt:
+        it = int(gan.iteration.numpy())
+        interval_cb.save(it)
+        log.warning("interrupted at iteration %d; checkpoint saved in %s", it, ckpt_dir)
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    done = int(gan.iteration.numpy()) - start
+    hist = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    last = hist.iloc[-1] if len(hist) else pd.Series(dtype=float)
+    metrics = {
+        "iterations": int(gan.iteration.numpy()),
+        "iterations_per_s": round(done / seconds, 2) if done and seconds > 0 else None,
+        "train_seconds": round(seconds, 2),
+        "final_d_loss": _f(last.get("d_loss")),
+        "final_g_loss": _f(last.get("g_loss")),
+        "final_d_acc": _f(last.get("d_acc")),
+        "final_d_acc_real": _f(last.get("d_acc_real")),
+        "final_d_acc_fake": _f(last.get("d_acc_fake")),
+        "min_g_loss": _f(hist["g_loss"].min()) if len(hist) else None,
+        "resumed": bool(state.get("resumed_at")),
+    }
+    return TrainResult(gan, hist, metrics, start, state)
+
+
+def _f(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 5)
+
+
+def save_model(model: keras.Model, dest: Path) -> None:
+    """Save a Keras model atomically (Keras insists on the `.keras` suffix, so the temp name keeps it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.stem}.partial.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_generator(path: Path) -> keras.Model:
+    """Load a generator saved by `save_model` (safe mode on); StageError if it is broken."""
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro train`") from None
+    except Exception as exc:  # Keras raises many types for a damaged zip/h5
+        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); run `dvc repro -f train`") from None
+
+

@@ -1,0 +1,125 @@
+"""Training: update isolation, determinism, resume after interruption, divergence, 2 devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ganlab import train as T
+from ganlab.config import TrainConfig
+
+from .conftest import ROOT
+
+TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
+                   steps_per_execution=5, resume=True, width=0.25)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+
+
+def weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.weights]
+
+
+def changed(before, after) -> bool:
+    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_bn", "dcgan"])
+@pytest.mark.parametrize("schedule", ["two_step", "combined"])
+def test_each_update_moves_only_its_own_network(model, schedule, images):
+    cfg = dataclasses.replace(TINY, model=model, d_schedule=schedule)
+    strategy, _ = T.select_device(cfg)
+    gan = T.make_gan(cfg, strategy)
+    real = tf.constant(images[:8])
+    fake = gan.generate(tf.random.normal((8, cfg.z_dim)))
+    g0, d0 = weights(gan.generator), weights(gan.discriminator)
+    tf.function(gan.d_step)(real, fake)  # compiled, as in fit()
+    g1, d1 = weights(gan.generator), weights(gan.discriminator)
+    assert changed(d0, d1), "D did not learn in its own update"
+    assert not changed(g0, g1), "G changed during D's update"
+    tf.function(gan.g_step)(tf.random.normal((8, cfg.z_dim)))
+    g2, d2 = weights(gan.generator), weights(gan.discriminator)
+    assert changed(g1, g2), "G did not learn in its own update"
+    assert not changed(d1, d2), "D changed during G's update"
+
+
+def test_two_step_takes_two_discriminator_steps(images):
+    strategy, _ = T.select_device(TINY)
+    gan = T.make_gan(TINY, strategy)
+    gan.set_data(images)
+    gan.fit(tf.data.Dataset.from_tensors([0.0]).repeat(), epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)
+    assert int(gan.d_optimizer.iterations) == 10 and int(gan.g_optimizer.iterations) == 5
+
+
+def run(cfg, images, tmp_path, name, **kw):
+    return T.train(cfg, images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
+
+
+def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
+    ref = run(TINY, images, tmp_path, "ref")
+    again = run(TINY, images, tmp_path, "again")
+    pd_equal = ref.history.equals(again.history)
+    assert pd_equal, "same params and seed gave different losses"
+    assert len(ref.history) == 4 and list(ref.history.iteration) == [10, 20, 30, 40]
+    assert sorted(p.name for p in (tmp_path / "ref" / "samples").iterdir())[-1] == "iter_000040.png"
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.iteration) >= 25:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(TINY, images, tmp_path, "cut", callbacks=(StopAt(),))
+    import json
+    saved = json.loads((tmp_path / "cut" / "ckpt" / "state.json").read_text())
+    assert saved["iteration"] == 25, "the interrupt did not save a checkpoint at the exact iteration"
+    resumed = run(TINY, images, tmp_path, "cut")
+    assert resumed.resumed_from == 25 and resumed.metrics["resumed"]
+    for a, b in zip(weights(ref.gan.generator), weights(resumed.gan.generator)):
+        np.testing.assert_array_equal(a, b)
+    assert list(resumed.history.iteration) == [10, 20, 30, 40]
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images, tmp_path):
+    cfg = dataclasses.replace(TINY, iterations=20)
+    run(cfg, images, tmp_path, "nan")  # a good run up to 20
+    bad = images.copy()
+    bad[:] = np.nan
+    with pytest.raises(T.Diverged) as err:
+        run(dataclasses.replace(cfg, iterations=40), bad, tmp_path, "nan")
+    msg = str(err.value)
+    assert "iteration 30" in msg and "iteration 20" in msg and "\n" not in msg
+    import json
+    state = json.loads((tmp_path / "nan" / "ckpt" / "state.json").read_text())
+    assert state["iteration"] == 20
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from pathlib import Path
+        from ganlab import train as T
+        from ganlab.config import TrainConfig
+        cfg = TrainConfig(iterations=10, sample_interval=5, checkpoint_interval=5, batch_size=16,
+                          steps_per_execution=5, strategy="mirrored", width=0.25)
+        x = np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+        res = T.train(cfg, x, "h", Path(r"{tmp_path}") / "s", Path(r"{tmp_path}") / "c")
+        assert res.state["device"]["replicas"] == 2, res.state["device"]
+        assert res.metrics["iterations"] == 10
+        print("OK", res.state["device"]["strategy"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK MirroredStrategy" in out.stdout
