@@ -41,7 +41,7 @@ ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
-	$(PY) -m ganlab.compare
+	$(PY) -m ganlab.compare --out compare.png
 
 lint: $(STAMP) ## Lint with ruff
 	$(VENV)/bin/ruff check src pipeline tests bench

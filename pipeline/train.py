@@ -50,15 +50,19 @@ def main() -> None:
         nonlocal run
         tags = {**tracking.git_info(), "data_hash": manifest["data_hash"], "data_source": manifest["source"],
                 "model": cfg.model, **{k: str(v) for k, v in state["device"].items()}}
-        run = RunLog.start(cfg.experiment, state.get("mlflow_run_id"), f"{cfg.model}-{cfg.seed}", tags)
-        run.call("params", mlflow.log_params, {k: v for k, v in flatten(params).items()
-                                               if k.split(".")[0] in ("prepare", "train")})
-        run.call("params", mlflow.log_params, {f"train.resolved.{k}": v for k, v in vars(resolve(cfg)).items()})
+        logged = {k: str(v) for k, v in flatten(params).items() if k.split(".")[0] in ("prepare", "train")}
+        logged.update({f"train.resolved.{k}": str(v) for k, v in vars(resolve(cfg)).items()})
+        # MLflow params are immutable: a checkpoint extended with other params gets a run of its own.
+        same = state.get("logged_params") == logged
+        run = RunLog.start(cfg.experiment, state.get("mlflow_run_id") if same else None,
+                           f"{cfg.model}-{cfg.seed}", tags)
+        if not same:
+            run.call("params", mlflow.log_params, logged)
         if state.get("resumed_at"):
             run.call("tags", mlflow.set_tags, {"resumed": "true",
                                                "resumed_at": ",".join(map(str, state["resumed_at"]))})
         write_run_info(args.out / "mlflow_run.json", run.run_id)
-        return {**state, "mlflow_run_id": run.run_id}
+        return {**state, "mlflow_run_id": run.run_id, "logged_params": logged}
 
     def on_interval(row: dict, grid: Path) -> None:
         it = row["iteration"]
@@ -89,11 +93,16 @@ def main() -> None:
     if cfg.log_models:
         z = np.random.default_rng(0).standard_normal((4, cfg.z_dim)).astype(np.float32)
         fake = result.gan.generate(z).numpy()
+        uris = {}
         for name, model, x, y in (("generator", result.gan.generator, z, fake),
                                   ("discriminator", result.gan.discriminator, fake,
                                    result.gan.discriminator(fake).numpy())):
-            run.call(f"{name} model", mlflow.keras.log_model, model, name=name,
-                     signature=infer_signature(x, y))
+            logged = run.call(f"{name} model", mlflow.keras.log_model, model, name=name,
+                              signature=infer_signature(x, y))
+            if logged:
+                uris[f"{name}_uri"] = logged.model_uri
+        # Later stages (registry, sampling) find the logged models through these URIs.
+        write_run_info(args.out / "mlflow_run.json", run.run_id, **uris)
     run.end("FINISHED")
     run.report_failures(args.out / "not_logged.json")
     print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, "

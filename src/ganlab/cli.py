@@ -17,7 +17,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
 
     Set GANLAB_DEBUG=1 to get the full traceback as well.
     """
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s")
+    logging.getLogger("ganlab").setLevel(logging.INFO)
     # TensorFlow's C++ start-up chatter hides the lines users need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

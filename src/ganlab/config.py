@@ -103,11 +103,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 128
+    # Train on the first n_train prepared images; fewer only to make tests fast.
+    n_train: int = 60_000
     seed: int = 0
 
     def validate(self) -> None:
+        _check(1 <= self.n_train <= 60_000, "classifier.n_train", self.n_train, "an integer in [1, 60000]")
         _check(1 <= self.epochs <= 100, "classifier.epochs", self.epochs, "an integer in [1, 100]")
         _check(1 <= self.batch_size <= 60_000, "classifier.batch_size", self.batch_size, "an integer in [1, 60000]")
 

@@ -62,3 +62,25 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
+
+
+def confusion_figure(cm: dict) -> plt.Figure:
+    """A labelled 2x2 heatmap of D's decisions, in the chapter's TP/FN/FP/TN terms."""
+    grid = np.array([[cm["tp"], cm["fn"]], [cm["fp"], cm["tn"]]])
+    names = np.array([["TP", "FN"], ["FP", "TN"]])
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    im = ax.imshow(grid, cmap="Blues", vmin=0)
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{names[i, j]}\n{v}", ha="center", va="center",
+                color="white" if v > grid.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["judged real", "judged fake"])
+    ax.set_yticks([0, 1], ["real (test)", "fake (G)"])
+    ax.set_title(f"Discriminator, accuracy {cm['accuracy']:.1%}")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def neighbours_picture(samples: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Two rows: generated samples on top, their nearest training images below."""
+    return tile(np.concatenate([samples, neighbours]), rows=2, cols=len(samples))

@@ -97,11 +97,9 @@ def run_info(run_id: str) -> dict[str, str]:
             "experiment_id": MlflowClient().get_run(run_id).info.experiment_id if run_id else ""}
 
 
-def write_run_info(path: Path, run_id: str) -> None:
+def write_run_info(path: Path, run_id: str, **extra: str) -> None:
     try:
         info = run_info(run_id)
-    except Exception:
+    except Exception:  # the store may be down: the run id alone still lets us retry later
         info = {"run_id": run_id, "tracking_uri": tracking.redact(tracking.tracking_uri())}
-    write_json(path, info)
-
-
+    write_json(path, {**info, **extra})

@@ -72,3 +72,14 @@ def log_metrics(metrics: dict[str, Any], step: int | None = None, prefix: str = 
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if flat:
         mlflow.log_metrics(flat, step=step)
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"confusion": {"tp": 1}} -> {"confusion.tp": 1}: MLflow keys for a nested DVC metrics dict."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(flatten_metrics(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

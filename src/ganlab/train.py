@@ -228,6 +228,14 @@ class ProgressBar(keras.callbacks.Callback):
                 self.bar.set_postfix(d_loss=f"{float(logs['d_loss']):.3f}", g_loss=f"{float(logs['g_loss']):.3f}",
                                      refresh=False)
 
+    def on_epoch_end(self, epoch, logs=None):
+        # No terminal (CI, a log file): one line per interval instead of a bar.
+        if self.bar.disable and logs:
+            it = int(self.model.iteration.numpy())
+            log.info("iteration %d/%d  d_loss %.3f  g_loss %.3f  D acc real %.2f fake %.2f", it, self.bar.total,
+                     float(logs["d_loss"]), float(logs["g_loss"]), float(logs["d_acc_real"]),
+                     float(logs["d_acc_fake"]))
+
     def close(self) -> None:
         self.bar.update(self.pending)
         self.pending = 0
@@ -341,13 +349,13 @@ def save_model(model: keras.Model, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_generator(path: Path) -> keras.Model:
-    """Load a generator saved by `save_model` (safe mode on); StageError if it is broken."""
+def load_model(path: Path) -> keras.Model:
+    """Load a model saved by `save_model` (safe mode on); StageError if it is missing or broken."""
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except FileNotFoundError:
-        raise StageError(f"{path} is missing; run `dvc repro train`") from None
+        raise StageError(f"{path} is missing; run `dvc repro`") from None
     except Exception as exc:  # Keras raises many types for a damaged zip/h5
-        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); run `dvc repro -f train`") from None
+        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); rebuild it with `dvc repro -f`") from None
 
 

@@ -1,0 +1,65 @@
+"""Compare this experiment's MLflow runs: a table on the terminal and a bar chart of chosen metrics.
+
+Run: python -m ganlab.compare [--experiment ganlab] [--metrics FD,precision,recall] [--out compare.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from ganlab import tracking
+from ganlab.cli import run_stage
+from ganlab.config import load_params
+from ganlab.files import StageError
+from ganlab.plots import plt, save_figure
+from ganlab.report import RUN_COLUMNS
+
+SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.eval_quality.precision",
+         "recall": "metrics.eval_quality.recall", "modes": "metrics.eval_quality.modes_covered",
+         "score": "metrics.eval_quality.classifier_score", "it/s": "metrics.train_iterations_per_s"}
+
+
+def runs_frame(experiment: str, max_runs: int = 50) -> pd.DataFrame:
+    """The experiment's finished runs, newest first, with the report's columns."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=max_runs, order_by=["start_time DESC"])
+    if runs.empty:
+        raise StageError(f"no runs in MLflow experiment {experiment!r} yet; run `make run` first")
+    cols = [c for c in RUN_COLUMNS if c in runs.columns]
+    table = runs[["run_id", "status", *cols]].copy()
+    table["run_id"] = table["run_id"].str[:8]
+    return table.rename(columns=RUN_COLUMNS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiment", default=None, help="defaults to train.experiment in params.yaml")
+    ap.add_argument("--metrics", default="FD,precision,recall", help=f"comma list of {', '.join(SHORT)}")
+    ap.add_argument("--out", type=Path, default=Path("compare.png"))
+    args = ap.parse_args()
+    experiment = args.experiment or load_params().train.experiment
+    table = runs_frame(experiment)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(4).to_string(index=False))
+    chosen = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in SHORT]
+    if unknown:
+        raise StageError(f"unknown metric {unknown[0]!r} for --metrics; use {', '.join(SHORT)}")
+    heads = [RUN_COLUMNS[SHORT[m]] for m in chosen if RUN_COLUMNS[SHORT[m]] in table.columns]
+    labels = table["run_id"] + " " + table.get("model", pd.Series("", index=table.index)).fillna("")
+    fig, axes = plt.subplots(1, max(1, len(heads)), figsize=(4 * max(1, len(heads)), 3.2), squeeze=False)
+    for ax, head in zip(axes[0], heads):
+        ax.barh(labels, table[head].astype(float))
+        ax.set_title(head, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    save_figure(fig, args.out)
+    print(f"compare: {len(table)} runs; plot in {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage("compare", main)

@@ -1,0 +1,151 @@
+"""Judging a generator: D's confusion matrix, and sample quality in a classifier's eyes.
+
+Quality numbers (none of the seeds has them) compare generated images with the
+test set in the feature space of the MNIST classifier: Fréchet distance,
+classifier score, modes covered, KL to uniform, and improved precision/recall
+(Kynkäänniemi et al. 2019). The same numbers for real training images give
+the "perfect" reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+
+from ganlab import classifier as clf
+
+
+def confusion(d_real: np.ndarray, d_fake: np.ndarray, threshold: float = 0.5) -> dict:
+    """D's confusion matrix in the chapter's terms ("positive" = real), from D(x) probabilities.
+
+    TP: real judged real (D(x) >= 0.5); FN: real judged fake; TN: fake judged fake; FP: fake judged real.
+    """
+    d_real, d_fake = np.ravel(d_real), np.ravel(d_fake)
+    tp = int((d_real >= threshold).sum())
+    fn = int(len(d_real) - tp)
+    fp = int((d_fake >= threshold).sum())
+    tn = int(len(d_fake) - fp)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "accuracy": (tp + tn) / (tp + tn + fp + fn),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "mean_d_real": float(d_real.mean()),
+        "mean_d_fake": float(d_fake.mean()),
+    }
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets `a` and `b` (rows are samples)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # handled just below
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        # Near-singular covariances: nudge the diagonal, as the reference FID code does.
+        eps = np.eye(len(s1)) * 1e-6
+        covmean = scipy.linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    covmean = np.real(covmean)
+    return float(max(0.0, ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)))
+
+
+def classifier_score(probs: np.ndarray, eps: float = 1e-12) -> float:
+    """exp(E_x KL(p(y|x) || p(y))): the Inception Score with the MNIST classifier; at most 10."""
+    py = probs.mean(0, keepdims=True)
+    kl = (probs * (np.log(probs + eps) - np.log(py + eps))).sum(1)
+    return float(np.exp(kl.mean()))
+
+
+def class_histogram(probs: np.ndarray) -> np.ndarray:
+    return np.bincount(probs.argmax(1), minlength=probs.shape[1]) / len(probs)
+
+
+def modes_covered(probs: np.ndarray, min_share: float = 0.01) -> int:
+    """Digit classes that get at least `min_share` of the samples."""
+    return int((class_histogram(probs) >= min_share).sum())
+
+
+def kl_to_uniform(probs: np.ndarray, eps: float = 1e-12) -> float:
+    """KL(predicted-class histogram || uniform): 0 when every digit is equally common."""
+    h = class_histogram(probs)
+    return float((h * (np.log(h + eps) - np.log(1 / len(h)))).sum())
+
+
+def _kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
+    """Distance from each row of `x` to its k-th nearest other row."""
+    sq = (x**2).sum(1)
+    radii = np.empty(len(x))
+    for s in range(0, len(x), chunk):
+        d2 = sq[s : s + chunk, None] + sq[None, :] - 2 * x[s : s + chunk] @ x.T
+        # Column 0 after partition is the point itself (distance 0); the k-th neighbour is at index k.
+        radii[s : s + chunk] = np.sqrt(np.maximum(np.partition(d2, k, axis=1)[:, k], 0))
+    return radii
+
+
+def _coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 1000) -> float:
+    """Share of `points` inside at least one ball (centre, radius)."""
+    sq_c = (centres**2).sum(1)
+    inside = 0
+    for s in range(0, len(points), chunk):
+        p = points[s : s + chunk]
+        d2 = (p**2).sum(1)[:, None] + sq_c[None, :] - 2 * p @ centres.T
+        inside += int((d2 <= radii[None, :] ** 2).any(1).sum())
+    return inside / len(points)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision (fakes on the real manifold) and recall (reals on the fake manifold)."""
+    precision = _coverage(fake, real, _kth_radius(real, k))
+    recall = _coverage(real, fake, _kth_radius(fake, k))
+    return precision, recall
+
+
+def quality(feats: np.ndarray, probs: np.ndarray, ref_feats: np.ndarray, k: int) -> dict:
+    """All quality numbers of a sample (its classifier features and softmax) against the reference set."""
+    precision, recall = precision_recall(ref_feats, feats, k)
+    return {
+        "frechet_distance": frechet_distance(feats, ref_feats),
+        "classifier_score": classifier_score(probs),
+        "modes_covered": modes_covered(probs),
+        "kl_to_uniform": kl_to_uniform(probs),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray, k: int) -> dict:
+    """{"generated": ..., "real_reference": ...}: generated and real train images, each against `test`."""
+    test_feats, _ = clf.embed(model, test)
+    out = {}
+    for name, images in (("generated", fakes), ("real_reference", reals)):
+        feats, probs = clf.embed(model, images)
+        out[name] = {key: round(val, 5) if isinstance(val, float) else val
+                     for key, val in quality(feats, probs, test_feats, k).items()}
+    return out
+
+
+def interpolate(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> np.ndarray:
+    """Points on the straight line from z_a to z_b (inclusive), shape (steps, z_dim)."""
+    t = np.linspace(0, 1, steps)[:, None]
+    return ((1 - t) * z_a[None] + t * z_b[None]).astype(np.float32)
+
+
+def nearest_neighbours(samples: np.ndarray, train: np.ndarray, chunk: int = 10_000) -> np.ndarray:
+    """Index of the closest training image (pixel L2) to each sample, to spot memorisation."""
+    s = samples.reshape(len(samples), -1).astype(np.float32)
+    best = np.full(len(s), np.inf)
+    idx = np.zeros(len(s), dtype=np.int64)
+    for start in range(0, len(train), chunk):
+        t = np.asarray(train[start : start + chunk], np.float32).reshape(-1, s.shape[1])
+        d2 = (s**2).sum(1)[:, None] + (t**2).sum(1)[None, :] - 2 * s @ t.T
+        j = d2.argmin(1)
+        better = d2[np.arange(len(s)), j] < best
+        best[better] = d2[np.arange(len(s)), j][better]
+        idx[better] = start + j[better]
+    return idx

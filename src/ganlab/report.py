@@ -1,0 +1,132 @@
+"""The run report: one Markdown file and one self-contained HTML file built from the same sections."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ganlab.files import atomic_path
+from ganlab.plots import plt, save_figure
+
+# Columns of the runs table: MLflow key -> short heading. The first metric decides "best".
+RUN_COLUMNS = {
+    "metrics.eval_quality.frechet_distance": "FD (lower is better)",
+    "metrics.eval_quality.classifier_score": "classifier score",
+    "metrics.eval_quality.modes_covered": "modes",
+    "metrics.eval_quality.precision": "precision",
+    "metrics.eval_quality.recall": "recall",
+    "metrics.eval_confusion.accuracy": "D accuracy",
+    "metrics.train_iterations_per_s": "it/s",
+    "params.train.model": "model",
+    "params.train.iterations": "iterations",
+    "params.train.d_schedule": "D schedule",
+}
+BEST_BY = "metrics.eval_quality.frechet_distance"
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)  # ("p", text) | ("table", DataFrame) | ("img", path, caption)
+
+
+def runs_table(runs: pd.DataFrame, current: str) -> pd.DataFrame:
+    """Earlier runs with key params and metrics; best FD marked with ★ and this run with ←."""
+    if runs.empty:
+        return pd.DataFrame()
+    cols = [c for c in RUN_COLUMNS if c in runs.columns]
+    table = runs[["run_id", "start_time", *cols]].copy()
+    table["run_id"] = table["run_id"].str[:8]
+    table["start_time"] = pd.to_datetime(table["start_time"]).dt.strftime("%Y-%m-%d %H:%M")
+    mark = pd.Series("", index=runs.index)
+    if BEST_BY in runs.columns and runs[BEST_BY].notna().any():
+        mark[runs[BEST_BY].idxmin()] = "★ best"
+    mark[runs["run_id"] == current] = mark[runs["run_id"] == current] + " ← this run"
+    table.insert(0, "", mark.str.strip())
+    return table.rename(columns=RUN_COLUMNS).round(4)
+
+
+def progression(grids: list[Path], dest: Path, max_panels: int = 10) -> Path | None:
+    """The book's figure 3.6: sample grids from the fixed z across training, side by side."""
+    if not grids:
+        return None
+    step = max(1, -(-len(grids) // max_panels))
+    chosen = grids[::step]
+    if grids[-1] not in chosen:
+        chosen.append(grids[-1])
+    fig, axes = plt.subplots(1, len(chosen), figsize=(1.6 * len(chosen), 1.9), squeeze=False)
+    for ax, path in zip(axes[0], chosen):
+        ax.imshow(plt.imread(path), cmap="gray")
+        ax.set_title(f"{int(path.stem.split('_')[-1]):,}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("Samples from a fixed z, by iteration", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, dest)
+    plt.close(fig)
+    return dest
+
+
+def to_markdown(title: str, sections: list[Section], md_path: Path) -> str:
+    lines = [f"# {title}", ""]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        for block in sec.blocks:
+            if block[0] == "p":
+                lines += [block[1], ""]
+            elif block[0] == "table":
+                lines += [block[1].to_markdown(index=False) if len(block[1]) else "_none yet_", ""]
+            elif block[0] == "img":
+                rel = os.path.relpath(block[1], md_path.parent)
+                lines += [f"![{block[2]}]({rel})", ""]
+    return "\n".join(lines)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def to_html(title: str, sections: list[Section]) -> str:
+    """A single HTML page with every image embedded, so it opens from disk or as an MLflow artifact."""
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px}",
+        "th{background:#f3f3f3}img{max-width:100%;margin:.3em 0}figure{margin:0 0 1em}",
+        "figcaption{font-size:12px;color:#555}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for sec in sections:
+        out.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for block in sec.blocks:
+            if block[0] == "p":
+                out.append(f"<p>{html.escape(block[1]).replace('`', '')}</p>")
+            elif block[0] == "table":
+                out.append(block[1].to_html(index=False, border=0, na_rep="") if len(block[1]) else "<p>none yet</p>")
+            elif block[0] == "img":
+                out.append(f"<figure><img alt='{html.escape(block[2])}' src='{_data_uri(block[1])}'>"
+                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(title: str, sections: list[Section], md_path: Path, html_path: Path) -> None:
+    """Write both forms atomically."""
+    for path, text in ((md_path, to_markdown(title, sections, md_path)), (html_path, to_html(title, sections))):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+
+
+def metric_rows(quality: dict, reference: dict) -> pd.DataFrame:
+    """Quality numbers of this generator next to real data's, with which way is better."""
+    better = {"frechet_distance": "lower", "classifier_score": "higher (max 10)", "modes_covered": "higher (max 10)",
+              "kl_to_uniform": "lower", "precision": "higher", "recall": "higher"}
+    return pd.DataFrame([
+        {"metric": k, "this generator": quality.get(k), "real data": reference.get(k), "better": better[k]}
+        for k in better
+    ])

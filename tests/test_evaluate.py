@@ -1,0 +1,63 @@
+"""Quality metrics and D's confusion matrix on hand-built cases."""
+
+import numpy as np
+import pytest
+
+from ganlab import evaluate as ev
+
+
+def test_confusion_matrix_arithmetic():
+    d_real = np.array([0.9, 0.6, 0.5, 0.2])  # 3 judged real (>= 0.5), 1 judged fake
+    d_fake = np.array([0.1, 0.7, 0.3, 0.0, 0.49])  # 1 judged real
+    cm = ev.confusion(d_real, d_fake)
+    assert (cm["tp"], cm["fn"], cm["tn"], cm["fp"]) == (3, 1, 4, 1)
+    assert cm["accuracy"] == pytest.approx(7 / 9)
+    assert cm["precision"] == pytest.approx(3 / 4)
+    assert cm["recall"] == pytest.approx(3 / 4)
+    assert cm["f1"] == pytest.approx(0.75)
+    assert cm["mean_d_real"] == pytest.approx(0.55) and cm["mean_d_fake"] == pytest.approx(0.318)
+
+
+def test_frechet_distance_zero_for_identical_and_grows_with_shift():
+    x = np.random.default_rng(0).standard_normal((2000, 8))
+    assert ev.frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
+    near, far = ev.frechet_distance(x, x + 0.5), ev.frechet_distance(x, x + 2.0)
+    assert near == pytest.approx(8 * 0.25, rel=1e-3)  # |mu1 - mu2|^2, same covariance
+    assert far > near > 0
+
+
+def onehot(labels, n=10):
+    return np.eye(n)[labels] * 0.99 + 0.001
+
+
+def test_modes_and_kl_on_collapsed_and_uniform_sets():
+    uniform = onehot(np.arange(1000) % 10)
+    collapsed = onehot(np.array([3] * 995 + [4] * 5))
+    assert ev.modes_covered(uniform) == 10 and ev.kl_to_uniform(uniform) == pytest.approx(0, abs=1e-9)
+    assert ev.modes_covered(collapsed) == 1  # class 4 has 0.5% < 1%
+    assert ev.kl_to_uniform(collapsed) > 2
+    assert ev.classifier_score(uniform) > 9 > 1.2 > ev.classifier_score(collapsed)
+
+
+def test_precision_recall_on_known_sets():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((1000, 4))
+    same = rng.standard_normal((1000, 4))
+    p, r = ev.precision_recall(real, same, k=3)
+    assert p > 0.8 and r > 0.8
+    # Mode collapse: fakes sit in one small corner of the real manifold -> high precision, low recall.
+    collapsed = rng.standard_normal((1000, 4)) * 0.1
+    p, r = ev.precision_recall(real, collapsed, k=3)
+    assert p > 0.9 and r < 0.3
+    # Fakes far away: neither.
+    p, r = ev.precision_recall(real, same + 20, k=3)
+    assert p == 0 and r == 0
+
+
+def test_interpolation_and_neighbours():
+    a, b = np.zeros(3), np.ones(3)
+    line = ev.interpolate(a, b, 5)
+    assert line.shape == (5, 3) and np.allclose(line[2], 0.5)
+    train = np.random.default_rng(0).uniform(-1, 1, (50, 28, 28, 1)).astype(np.float32)
+    idx = ev.nearest_neighbours(train[[7, 31]] + 0.01, train, chunk=16)
+    assert idx.tolist() == [7, 31]

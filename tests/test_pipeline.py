@@ -1,0 +1,167 @@
+"""End to end: the real `dvc repro` on tiny params, in a scratch copy of the repo, tracked in MLflow."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+VENV_BIN = Path(sys.executable).parent
+SMALL = {
+    "prepare": {"source": "package"},
+    "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10},
+    "classifier": {"epochs": 1, "n_train": 2000},
+    "evaluate": {"n_samples": 300},
+}
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and out.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git+DVC copy of the working tree with small params and its own MLflow store."""
+    dest = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith(("metrics/", "plots/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("MLFLOW_TRACKING_TOKEN", None)
+    sh(["git", "init", "-q"], dest, env)
+    sh(["git", "add", "-A"], dest, env)
+    sh(["git", "commit", "-qm", "init"], dest, env)
+    return dest, env
+
+
+@pytest.fixture(scope="module")
+def repro(project):
+    dest, env = project
+    return sh(["dvc", "repro"], dest, env)
+
+
+def test_dag_order(project):
+    dest, env = project
+    dag = sh(["dvc", "dag", "--dot"], dest, env).stdout
+    edges = set(re.findall(r'"(\w+)" -> "(\w+)"', dag))
+    for edge in (("prepare", "train"), ("train", "evaluate"), ("classifier", "evaluate"), ("evaluate", "report")):
+        assert edge in edges, dag
+
+
+def test_repro_writes_every_output_and_is_idempotent(project, repro):
+    dest, env = project
+    assert "report:" in repro.stdout and "make ui" in repro.stdout
+    for rel in ("metrics/prepare.json", "metrics/train.json", "metrics/evaluate.json", "metrics/classifier.json",
+                "outputs/train/generator.keras", "outputs/train/samples/iter_000040.png", "plots/train/history.csv",
+                "outputs/evaluate/grid_10x10.png", "plots/evaluate/confusion.csv", "reports/report.md"):
+        assert (dest / rel).exists(), rel
+    again = sh(["dvc", "repro"], dest, env)
+    assert "Data and pipelines are up to date" in again.stdout + again.stderr
+    shown = sh(["dvc", "metrics", "show"], dest, env).stdout
+    assert "quality.frechet_distance" in shown and "iterations_per_s" in shown
+
+
+def test_report_html_is_self_contained_and_images_decode(project, repro):
+    dest, _ = project
+    page = (dest / "reports" / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) >= 6
+    for data in images:
+        picture = plt.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert picture.size > 0
+    assert "src='http" not in page and "Runs in this experiment" in page
+
+
+def test_mlflow_run_has_everything(project, repro):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    dest, env = project
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    run_id = yaml.safe_load((dest / "outputs/train/mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.model"] == "mlp" and run.data.params["train.resolved.batch_size"] == "128"
+    assert {"git_commit", "git_dirty", "data_hash", "model", "device"} <= set(run.data.tags)
+    history = client.get_metric_history(run_id, "g_loss")
+    assert [m.step for m in history] == [20, 40]
+    assert "eval_quality.frechet_distance" in run.data.metrics and "train_iterations_per_s" in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"samples", "plots", "evaluate", "report"} <= arts
+    models = {m.name for m in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                                          output_format="list")}
+    assert {"generator", "discriminator"} <= models
+    generator = mlflow.keras.load_model(f"runs:/{run_id}/generator")
+    import numpy as np
+    assert generator.predict(np.zeros((2, 100), np.float32), verbose=0).shape == (2, 28, 28, 1)
+    version = client.get_model_version_by_alias("ganlab-generator", "champion")
+    assert version.run_id == run_id
+
+
+def test_sample_cli_draws_from_registered_champion(project, repro, tmp_path):
+    dest, env = project
+    out = tmp_path / "grid.png"
+    sh([sys.executable, "-m", "ganlab.sample", "--model", "models:/ganlab-generator@champion", "--n", "16",
+        "--out", str(out)], dest, env)
+    assert plt.imread(out).shape[0] > 28
+
+
+def test_experiment_with_other_model(project, repro):
+    dest, env = project
+    sh(["dvc", "exp", "run", "-S", "train.model=dcgan", "-S", "train.iterations=20", "-S",
+        "train.sample_interval=10", "-S", "train.checkpoint_interval=10"], dest, env)
+    table = sh(["dvc", "exp", "show", "--csv"], dest, env).stdout
+    assert "dcgan" in table and "quality.frechet_distance" in table
+    cmp = sh([sys.executable, "-m", "ganlab.compare", "--out", str(dest / "compare.png")], dest, env).stdout
+    assert "dcgan" in cmp and "mlp" in cmp and (dest / "compare.png").exists()
+
+
+def test_bad_params_fail_before_work_with_one_line(project):
+    dest, env = project
+    bad = dest / "bad.yaml"
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["train"]["modle"] = "mlp"
+    bad.write_text(yaml.safe_dump(params))
+    out = sh([sys.executable, "pipeline/train.py", "--params", str(bad), "--data", "x", "--manifest", "x",
+              "--out", "x", "--checkpoints", "x", "--metrics", "x", "--plots", "x"], dest, env, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "train: error: params.yaml: unknown key train.modle; did you mean train.model?")
+    assert "Traceback" not in out.stderr
+
+
+def test_every_dvc_command_exists():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        script = stage["cmd"].split()[1]
+        assert script == f"pipeline/{name}.py", "one stage, one name"
+        assert (ROOT / script).exists()
+        assert script in stage["deps"]
+    readme = (ROOT / "README.md").read_text()
+    for target in ("make run", "make test"):
+        assert target in readme
