@@ -34,11 +34,17 @@ test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest
 
 bench: $(STAMP) ## Benchmark the compiled step against the book's loop -> bench/results.json
+	dvc repro prepare
 	$(PY) bench/bench.py --out bench/results.json
 
 ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
 	@echo "MLflow UI: http://$(HOST):$(PORT)"
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
+
+server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1
+	@echo "MLflow server: http://$(HOST):$(PORT)   use it with: export MLFLOW_TRACKING_URI=http://$(HOST):$(PORT)"
+	mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \
+	  --host $(HOST) --port $(PORT)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
 	$(PY) -m ganlab.compare --out compare.png
@@ -55,4 +61,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench ui compare lint lock clean
+.PHONY: help setup setup-gpu run test bench ui server compare lint lock clean

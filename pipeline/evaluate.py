@@ -53,8 +53,9 @@ def main() -> None:
 
     # Quality: generated vs test, and real train images vs test as the reference.
     ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
-    quality = ev.quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k)
-    metrics = {"confusion": cm, "quality": quality["generated"], "reference": quality["real_reference"]}
+    quality = ev.quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed)
+    metrics = {"confusion": cm, "quality": quality["generated"], "reference": quality["real_reference"],
+               "noise": quality["noise_reference"]}
     write_json(args.metrics, metrics)
 
     # Pictures from fixed z, so that runs are comparable.
@@ -84,7 +85,8 @@ def main() -> None:
         run.call("evaluate pictures", mlflow.log_artifact, str(path), "evaluate")
     run.report_failures(args.out / "not_logged.json")
     q, r = metrics["quality"], metrics["reference"]
-    print(f"evaluate: D accuracy {cm['accuracy']:.3f}, FD {q['frechet_distance']:.2f} (real {r['frechet_distance']:.2f}), "
+    print(f"evaluate: D accuracy {cm['accuracy']:.3f}, "
+          f"FD {q['frechet_distance']:.2f} (real {r['frechet_distance']:.2f}), "
           f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}")
 
 

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from ganlab import registry, tracking
 from ganlab.cli import run_stage
@@ -48,7 +49,8 @@ def main() -> None:
     cm = m_eval["confusion"]
     identity = [
         f"MLflow run `{run.run_id}`: {link}",
-        f"git commit `{tags.get('git_commit', 'unknown')[:12]}`{' (uncommitted changes)' if tags.get('git_dirty') == 'true' else ''}",
+        f"git commit `{tags.get('git_commit', 'unknown')[:12]}`"
+        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
         f"data: MNIST from `{m_prep['source']}`, hash `{m_prep['data_hash']}`, "
         f"{m_prep['counts']['train']:,} train / {m_prep['counts']['test']:,} test images",
         f"model `{tcfg.model}`, {m_train['iterations']:,} iterations, D schedule `{tcfg.d_schedule}`, "
@@ -80,10 +82,10 @@ def main() -> None:
         Section("Sample quality", [
             ("p", f"Measured with a CNN classifier ({m_clf['test_accuracy']:.2%} test accuracy) on "
                   f"{params.evaluate.n_samples:,} generated images against the test set; the real-data column "
-                  "is train images measured the same way."),
-            ("table", metric_rows(m_eval["quality"], m_eval["reference"]))]),
+                  "is train images measured the same way, the noise column uniform noise images."),
+            ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {})))]),
         Section("Runs in this experiment", [("table", runs_table(runs, run.run_id) if runs is not None else
-                                             __import__("pandas").DataFrame())]),
+                                             pd.DataFrame())]),
     ]
     md, page = args.out / "report.md", args.out / "report.html"
     write_report(f"ganlab report: {tcfg.model}", sections, md, page)

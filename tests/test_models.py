@@ -25,9 +25,9 @@ def test_book_mlp_sizes():
 
 def test_dcgan_matches_blog_summary():
     g, d = models.build("dcgan", z_dim=100)
-    dense = [l for l in g.layers if l.name.startswith("dense")][0]
+    dense = [layer for layer in g.layers if layer.name.startswith("dense")][0]
     assert dense.count_params() == 633472  # the blog's model.summary()
-    convs = [l.count_params() for l in d.layers if l.name.startswith("conv2d")]
+    convs = [layer.count_params() for layer in d.layers if layer.name.startswith("conv2d")]
     assert convs == [544, 32832, 131200]
 
 

@@ -9,6 +9,7 @@ from keras import layers
 from ganlab.config import ClassifierConfig
 
 FEATURES = "features"
+CONV_FEATURES = "conv_features"
 
 
 def build_classifier() -> keras.Model:
@@ -20,7 +21,7 @@ def build_classifier() -> keras.Model:
             layers.MaxPooling2D(),
             layers.Conv2D(64, 3, activation="relu"),
             layers.MaxPooling2D(),
-            layers.Flatten(),
+            layers.Flatten(name=CONV_FEATURES),
             layers.Dropout(0.3),
             layers.Dense(128, activation="relu", name=FEATURES),
             layers.Dropout(0.3),
@@ -42,8 +43,9 @@ def train_classifier(cfg: ClassifierConfig, x_train, y_train, x_test, y_test) ->
     return model, {"test_accuracy": round(float(acc), 5), "test_loss": round(float(loss), 5), "train_images": n}
 
 
-def embed(model: keras.Model, images: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Return (penultimate features, softmax probabilities) of `images` under the classifier."""
-    feature_model = keras.Model(model.inputs, [model.get_layer(FEATURES).output, model.outputs[0]])
-    feats, probs = feature_model.predict(np.asarray(images, np.float32), batch_size=batch, verbose=0)
-    return feats.astype(np.float64), probs.astype(np.float64)
+def embed(model: keras.Model, images: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (penultimate features, flattened conv features, softmax probabilities) of `images`."""
+    outputs = [model.get_layer(FEATURES).output, model.get_layer(CONV_FEATURES).output, model.outputs[0]]
+    feature_model = keras.Model(model.inputs, outputs)
+    feats, conv_feats, probs = feature_model.predict(np.asarray(images, np.float32), batch_size=batch, verbose=0)
+    return feats.astype(np.float64), conv_feats.astype(np.float64), probs.astype(np.float64)

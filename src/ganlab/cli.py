@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from ganlab.config import ConfigError
 from ganlab.files import StageError

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -46,9 +46,9 @@ class TrainConfig:
     model: Literal["mlp", "mlp_bn", "dcgan"] = "mlp"
     iterations: int = 20_000
     # null means the reference value of the chosen model (see models.REFERENCE).
-    batch_size: Optional[int] = None
-    learning_rate: Optional[float] = None
-    beta_1: Optional[float] = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    beta_1: float | None = None
     z_dim: int = 100
     # Multiplies every hidden layer's size; 1.0 is the reference architecture.
     width: float = 1.0

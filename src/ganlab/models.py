@@ -7,8 +7,8 @@ form of the same model. Adding an architecture is one `ModelSpec` entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 from keras import layers

@@ -122,11 +122,12 @@ def write_report(title: str, sections: list[Section], md_path: Path, html_path: 
             tmp.write_text(text)
 
 
-def metric_rows(quality: dict, reference: dict) -> pd.DataFrame:
-    """Quality numbers of this generator next to real data's, with which way is better."""
+def metric_rows(quality: dict, reference: dict, noise: dict) -> pd.DataFrame:
+    """Quality numbers of this generator between real data's and pure noise's, with which way is better."""
     better = {"frechet_distance": "lower", "classifier_score": "higher (max 10)", "modes_covered": "higher (max 10)",
               "kl_to_uniform": "lower", "precision": "higher", "recall": "higher"}
     return pd.DataFrame([
-        {"metric": k, "this generator": quality.get(k), "real data": reference.get(k), "better": better[k]}
+        {"metric": k, "real data": reference.get(k), "this generator": quality.get(k), "noise": noise.get(k),
+         "better": better[k]}
         for k in better
     ])

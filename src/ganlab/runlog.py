@@ -7,8 +7,10 @@ which records what could not be logged instead of failing the stage.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -21,13 +23,22 @@ log = logging.getLogger(__name__)
 
 def check_server(uri: str) -> None:
     """Fail fast, before any training, when the tracking store cannot be reached."""
+    # The client's default is 7 retries with back-off: minutes of silence before the first line.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # the client raises many types for a down server
         raise StageError(
             f"MLflow tracking store {tracking.redact(uri)} is unreachable ({type(exc).__name__}); "
-            "start it (`make server`) or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
+            "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
         ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class RunLog:

@@ -41,17 +41,8 @@ def redact(text: str) -> str:
 
 def setup(experiment: str) -> str:
     """Point MLflow at the store and experiment; return the experiment id."""
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
-        # Keep artifacts beside the database rather than in whatever folder a stage runs from.
-        root = Path(uri.removeprefix("sqlite:///")).parent
-        exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            return mlflow.create_experiment(experiment, artifact_location=(root / "mlartifacts").as_uri())
-        return exp.experiment_id
-    exp = mlflow.set_experiment(experiment)
-    return exp.experiment_id
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.set_experiment(experiment).experiment_id
 
 
 def git_info() -> dict[str, str]:

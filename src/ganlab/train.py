@@ -15,9 +15,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -183,6 +184,8 @@ class IntervalCallback(keras.callbacks.Callback):
         self.samples_dir, self.checkpoints, self.state = samples_dir, checkpoints, state
         self.on_interval = on_interval
         self.last_good = state.get("last_checkpoint", 0)
+        self.prior_seconds = state.get("train_seconds", 0.0)
+        self.t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         it = int(self.model.iteration.numpy())
@@ -205,6 +208,8 @@ class IntervalCallback(keras.callbacks.Callback):
     def save(self, it: int) -> None:
         self.last_good = it
         self.state["last_checkpoint"] = it
+        # Training time across every resumed segment, so iterations/s stays honest after a resume.
+        self.state["train_seconds"] = self.prior_seconds + time.perf_counter() - self.t0
         self.state["history"] = self.history
         self.checkpoints.save(it, self.state)
 
@@ -298,7 +303,6 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
     # It has one row per replica because distributed fit() splits each element's first axis.
     dummy = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
-    t0 = time.perf_counter()
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations.
         partial = (cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval
@@ -315,13 +319,14 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
         raise
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
-    done = int(gan.iteration.numpy()) - start
+    seconds = interval_cb.prior_seconds + time.perf_counter() - interval_cb.t0
+    done = int(gan.iteration.numpy())
     hist = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     last = hist.iloc[-1] if len(hist) else pd.Series(dtype=float)
     metrics = {
         "iterations": int(gan.iteration.numpy()),
-        "iterations_per_s": round(done / seconds, 2) if done and seconds > 0 else None,
+        # Unknown when resuming a checkpoint that predates time-keeping.
+        "iterations_per_s": round(done / seconds, 2) if done and (not start or interval_cb.prior_seconds) else None,
         "train_seconds": round(seconds, 2),
         "final_d_loss": _f(last.get("d_loss")),
         "final_g_loss": _f(last.get("g_loss")),
