@@ -172,3 +172,43 @@ def test_every_dvc_command_exists():
     readme = (ROOT / "README.md").read_text()
     for target in ("make run", "make test"):
         assert target in readme
+
+
+def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, repro):
+    import json
+    import signal
+    import time
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    dest, env = project
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["train"].update(iterations=3000, sample_interval=20, checkpoint_interval=20, steps_per_execution=10)
+    (dest / "long.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "pipeline/train.py", "--params", "long.yaml", "--data", "data/prepared",
+           "--manifest", "metrics/prepare.json", "--out", "sig/out", "--checkpoints", "sig/ckpt",
+           "--metrics", "sig/train.json", "--plots", "sig/plots"]
+    proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = dest / "sig/ckpt/state.json"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("train: error: interrupted; the last checkpoint is kept")
+    stopped_at = json.loads(state.read_text())["iteration"]
+    assert 0 < stopped_at < 3000
+    assert not (dest / "sig/out/generator.keras").exists()  # nothing half-done for evaluate to trust
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"]
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+
+    params["train"]["iterations"] = stopped_at + 40 - stopped_at % 20  # keep the resumed part short
+    (dest / "long.yaml").write_text(yaml.safe_dump(params))
+    sh(cmd, dest, env)
+    done = json.loads((dest / "sig/train.json").read_text())
+    assert done["resumed"] and done["iterations"] == params["train"]["iterations"]
+    run = MlflowClient().get_run(json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
