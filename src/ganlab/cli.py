@@ -26,7 +26,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except (ConfigError, StageError) as exc:
         _fail(name, str(exc), 2)
     except KeyboardInterrupt:
-        _fail(name, "interrupted; the last checkpoint is kept, re-run `dvc repro` to resume", 130)
+        kept = "the last checkpoint is kept" if name == "train" else "no partial output is kept"
+        _fail(name, f"interrupted; {kept}, re-run `dvc repro` to resume", 130)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             _fail(name, f"disk full while writing {exc.filename or 'outputs'}; free space and re-run `dvc repro`", 28)
