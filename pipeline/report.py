@@ -32,8 +32,8 @@ def main() -> None:
     m_train = read_json(args.metrics / "train.json", "train's metrics")
     m_eval = read_json(args.metrics / "evaluate.json", "evaluate's metrics")
     m_clf = read_json(args.metrics / "classifier.json", "classifier's metrics")
-    info = read_json(args.train / "mlflow_run.json", "the MLflow run written by train")
     run = RunLog.from_file(args.train / "mlflow_run.json")
+    info = run.info
     args.out.mkdir(parents=True, exist_ok=True)
 
     mlrun = run.call("read run", mlflow.get_run, run.run_id)

@@ -77,12 +77,16 @@ def kl_to_uniform(probs: np.ndarray, eps: float = 1e-12) -> float:
     return float((h * (np.log(h + eps) - np.log(1 / len(h)))).sum())
 
 
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of `a` and of `b`, shape (len(a), len(b))."""
+    return (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+
+
 def _kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
     """Distance from each row of `x` to its k-th nearest other row."""
-    sq = (x**2).sum(1)
     radii = np.empty(len(x))
     for s in range(0, len(x), chunk):
-        d2 = sq[s : s + chunk, None] + sq[None, :] - 2 * x[s : s + chunk] @ x.T
+        d2 = _sq_dists(x[s : s + chunk], x)
         # Column 0 after partition is the point itself (distance 0); the k-th neighbour is at index k.
         radii[s : s + chunk] = np.sqrt(np.maximum(np.partition(d2, k, axis=1)[:, k], 0))
     return radii
@@ -90,11 +94,9 @@ def _kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
 
 def _coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 1000) -> float:
     """Share of `points` inside at least one ball (centre, radius)."""
-    sq_c = (centres**2).sum(1)
     inside = 0
     for s in range(0, len(points), chunk):
-        p = points[s : s + chunk]
-        d2 = (p**2).sum(1)[:, None] + sq_c[None, :] - 2 * p @ centres.T
+        d2 = _sq_dists(points[s : s + chunk], centres)
         inside += int((d2 <= radii[None, :] ** 2).any(1).sum())
     return inside / len(points)
 
@@ -153,7 +155,7 @@ def nearest_neighbours(samples: np.ndarray, train: np.ndarray, chunk: int = 10_0
     idx = np.zeros(len(s), dtype=np.int64)
     for start in range(0, len(train), chunk):
         t = np.asarray(train[start : start + chunk], np.float32).reshape(-1, s.shape[1])
-        d2 = (s**2).sum(1)[:, None] + (t**2).sum(1)[None, :] - 2 * s @ t.T
+        d2 = _sq_dists(s, t)
         j = d2.argmin(1)
         better = d2[np.arange(len(s)), j] < best
         best[better] = d2[np.arange(len(s)), j][better]

@@ -44,8 +44,9 @@ def check_server(uri: str) -> None:
 class RunLog:
     """A thin, failure-tolerant handle on one MLflow run."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, info: dict | None = None):
         self.run_id = run_id
+        self.info = info or {"run_id": run_id}  # what train recorded in mlflow_run.json
         self.failed: list[str] = []
 
     @classmethod
@@ -71,7 +72,7 @@ class RunLog:
         """Re-attach to the run that `train` recorded in `path`."""
         info = read_json(path, "the MLflow run written by train")
         mlflow.set_tracking_uri(tracking.tracking_uri())
-        return cls(info["run_id"])
+        return cls(info["run_id"], info)
 
     def call(self, what: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """Run one MLflow call for this run; on failure, remember `what` and carry on."""

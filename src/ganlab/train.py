@@ -225,7 +225,8 @@ class ProgressBar(keras.callbacks.Callback):
         self.pending = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.pending += self.model.steps_per_execution if hasattr(self.model, "steps_per_execution") else 1
+        # With steps_per_execution > 1, Keras calls this once per compiled call.
+        self.pending += self.model.steps_per_execution
         if self.pending >= self.every:
             self.bar.update(self.pending)
             self.pending = 0
