@@ -46,6 +46,9 @@ server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifa
 	mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \
 	  --host $(HOST) --port $(PORT)
 
+resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the tracking server was away
+	$(PY) -m ganlab.runlog resend
+
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
 	$(PY) -m ganlab.compare --out compare.png
 
@@ -61,4 +64,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench ui server compare lint lock clean
+.PHONY: help setup setup-gpu run test bench ui server resend compare lint lock clean

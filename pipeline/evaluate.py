@@ -8,7 +8,6 @@ Run: python pipeline/evaluate.py --data data/prepared --train outputs/train \
 import argparse
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -80,10 +79,10 @@ def main() -> None:
     }).to_csv(args.plots / "confusion.csv", index=False)
 
     run = RunLog.from_file(args.train / "mlflow_run.json")
-    run.call("evaluate metrics", tracking.log_metrics, tracking.flatten_metrics(metrics), None, "eval_")
+    run.log_metrics(tracking.flatten_metrics(metrics), None, "eval_")
     for path in pictures:
-        run.call("evaluate pictures", mlflow.log_artifact, str(path), "evaluate")
-    run.report_failures(args.out / "not_logged.json")
+        run.log_artifact(path, "evaluate")
+    run.save_pending("evaluate")
     q, r = metrics["quality"], metrics["reference"]
     print(f"evaluate: D accuracy {cm['accuracy']:.3f}, "
           f"FD {q['frechet_distance']:.2f} (real {r['frechet_distance']:.2f}), "

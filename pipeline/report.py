@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from ganlab import registry, tracking
+from ganlab import tracking
 from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.files import read_json
@@ -36,14 +36,13 @@ def main() -> None:
     info = run.info
     args.out.mkdir(parents=True, exist_ok=True)
 
-    mlrun = run.call("read run", mlflow.get_run, run.run_id)
+    mlrun = run.read(mlflow.get_run, run.run_id)
     tags = mlrun.data.tags if mlrun else {}
-    runs = run.call("search runs", mlflow.search_runs, experiment_ids=[info.get("experiment_id")],
+    runs = run.read(mlflow.search_runs, experiment_ids=[info.get("experiment_id")],
                     max_results=cfg.max_runs, order_by=["start_time DESC"])
     champion = None
-    if cfg.register and mlrun is not None and info.get("generator_uri"):
-        champion = run.call("registry", registry.register_and_crown, info["generator_uri"], cfg.registered_model,
-                            m_eval["quality"]["frechet_distance"])
+    if cfg.register and info.get("generator_uri"):
+        champion = run.register(cfg.registered_model, m_eval["quality"]["frechet_distance"])
 
     link = f"http://127.0.0.1:5000/#/experiments/{info.get('experiment_id')}/runs/{run.run_id} (after `make ui`)"
     cm = m_eval["confusion"]
@@ -89,9 +88,9 @@ def main() -> None:
     ]
     md, page = args.out / "report.md", args.out / "report.html"
     write_report(f"ganlab report: {tcfg.model}", sections, md, page)
-    run.call("report", mlflow.log_artifact, str(page), "report")
-    run.call("report", mlflow.log_artifact, str(md), "report")
-    run.report_failures(args.out / "not_logged.json")
+    run.log_artifact(page, "report")
+    run.log_artifact(md, "report")
+    run.save_pending("report")
     print(f"report: {page.resolve()}\n  open it in a browser, or run `make ui` for MLflow at "
           f"{tracking.redact(tracking.tracking_uri())}")
 

@@ -6,11 +6,16 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -75,3 +80,51 @@ def http_dir(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}/", truncate
     server.shutdown()
     server.server_close()
+
+
+# ---------------------------------------------------------------- scratch projects for end-to-end tests
+
+VENV_BIN = Path(sys.executable).parent
+SMALL = {
+    "prepare": {"source": "package"},
+    "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10},
+    "classifier": {"epochs": 1, "n_train": 2000},
+    "evaluate": {"n_samples": 300},
+}
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(dest: Path, tracking_uri: str, **env_extra: str) -> dict:
+    """Copy the working tree to `dest` as a fresh git repo with SMALL params; return the env to run it with."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith(("metrics/", "plots/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", **env_extra}
+    if "MLFLOW_TRACKING_TOKEN" not in env_extra:
+        env.pop("MLFLOW_TRACKING_TOKEN", None)
+    sh(["git", "init", "-q"], dest, env)
+    sh(["git", "add", "-A"], dest, env)
+    sh(["git", "commit", "-qm", "init"], dest, env)
+    return env

@@ -4,58 +4,21 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from .conftest import ROOT
-
-VENV_BIN = Path(sys.executable).parent
-SMALL = {
-    "prepare": {"source": "package"},
-    "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10},
-    "classifier": {"epochs": 1, "n_train": 2000},
-    "evaluate": {"n_samples": 300},
-}
-
-
-def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and out.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
-    return out
+from .conftest import ROOT, make_project, sh
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A git+DVC copy of the working tree with small params and its own MLflow store."""
     dest = tmp_path_factory.mktemp("project")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file() and not rel.startswith(("metrics/", "plots/")) and rel != "dvc.lock":
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for section, values in SMALL.items():
-        params[section].update(values)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    env.pop("MLFLOW_TRACKING_TOKEN", None)
-    sh(["git", "init", "-q"], dest, env)
-    sh(["git", "add", "-A"], dest, env)
-    sh(["git", "commit", "-qm", "init"], dest, env)
-    return dest, env
+    return dest, make_project(dest, f"sqlite:///{dest / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")

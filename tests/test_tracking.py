@@ -1,12 +1,13 @@
 """MLflow plumbing: secrets stay out, a down server is one line, failures never cost a model."""
 
+import json
 import socket
 
 import pytest
 
 from ganlab import tracking
 from ganlab.files import StageError
-from ganlab.runlog import RunLog, check_server
+from ganlab.runlog import RunLog, check_server, resend
 
 
 def closed_port() -> int:
@@ -36,16 +37,46 @@ def test_down_server_is_one_clear_line():
     assert "unreachable" in msg and "\n" not in msg and ":pw@" not in msg
 
 
-def test_failed_logging_is_recorded_not_raised(monkeypatch, tmp_path):
+def test_outage_queues_writes_and_resend_replays_them(monkeypatch, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path}/store.db"
+    mlflow.set_tracking_uri(store)
+    run_id = MlflowClient().create_run(mlflow.set_experiment("t").experiment_id).info.run_id
+    picture = tmp_path / "grid.png"
+    picture.write_bytes(b"png")
+
+    # The store goes away: nothing raises, every write is queued, and only the first one waits on the network.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    import mlflow
-
     mlflow.set_tracking_uri(tracking.tracking_uri())
+    run = RunLog(run_id)
+    run.log_params({"train.seed": "1"})
+    assert run.offline
+    for step in (10, 20):
+        run.log_metrics({"g_loss": step / 10, "note": "text is not a metric"}, step)
+    run.log_artifact(picture, "samples")
+    run.end("FINISHED")
+    pending = run.save_pending("train", tmp_path / "pending")
+    assert [op["op"] for op in json.loads(pending.read_text())["pending"]] == [
+        "params", "metrics", "metrics", "artifact", "status"]
+
+    # Still down: resend keeps the file.
+    assert resend(pending) == 5 and pending.exists()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert resend(pending) == 0 and not pending.exists()
+    client = MlflowClient(store)
+    logged = client.get_run(run_id)
+    assert logged.data.params == {"train.seed": "1"} and logged.info.status == "FINISHED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "g_loss")] == [(10, 1.0), (20, 2.0)]
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/grid.png"]
+
+
+def test_nothing_pending_leaves_no_file(tmp_path):
     run = RunLog("0" * 32)
-    assert run.call("metrics", mlflow.log_metric, "x", 1.0) is None
-    run.report_failures(tmp_path / "not_logged.json")
-    assert "metrics" in (tmp_path / "not_logged.json").read_text()
+    assert run.save_pending("evaluate", tmp_path) is None and not list(tmp_path.iterdir())
 
 
 def test_flatten_metrics():

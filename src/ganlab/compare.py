@@ -25,7 +25,7 @@ SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.ev
 
 def runs_frame(experiment: str, max_runs: int = 50) -> pd.DataFrame:
     """The experiment's finished runs, newest first, with the report's columns."""
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.connect()
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=max_runs, order_by=["start_time DESC"])
     if runs.empty:
         raise StageError(f"no runs in MLflow experiment {experiment!r} yet; run `make run` first")

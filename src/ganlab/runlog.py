@@ -1,18 +1,27 @@
 """One MLflow run per trained model: opened by `train`, added to by `evaluate` and `report`.
 
-Tracking must never cost a trained model: every call goes through `RunLog`,
-which records what could not be logged instead of failing the stage.
+Tracking must never cost a trained model. Every write to the run is an
+operation (a small JSON-able dict) that `RunLog` carries out at once; if the
+tracking store fails, the operation is queued instead, the stage carries on,
+and the queue is saved in `mlflow-pending/`. `python -m ganlab.runlog resend`
+(`make resend`) replays it once the store is back.
+
+Run: python -m ganlab.runlog resend [mlflow-pending/*.json]
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ganlab import tracking
@@ -20,10 +29,13 @@ from ganlab.files import StageError, read_json, write_json
 
 log = logging.getLogger(__name__)
 
+PENDING_DIR = "mlflow-pending"
+# A live stage should notice an outage in seconds, not after the client's 7 retries with back-off.
+LIVE_RETRIES = "2"
+
 
 def check_server(uri: str) -> None:
     """Fail fast, before any training, when the tracking store cannot be reached."""
-    # The client's default is 7 retries with back-off: minutes of silence before the first line.
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
     try:
@@ -41,19 +53,71 @@ def check_server(uri: str) -> None:
                 os.environ[key] = value
 
 
+def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The entries MLflow can take as metrics, from the same dict DVC gets."""
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def execute(run_id: str, op: dict, model: Any = None) -> Any:
+    """Carry out one logging operation on run `run_id` (live, or replayed from a pending file)."""
+    client = MlflowClient()
+    kind = op["op"]
+    now = int(time.time() * 1000)
+    if kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in op["params"].items()])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+    elif kind == "metrics":
+        step = op.get("step") or 0
+        client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in op["metrics"].items()])
+    elif kind == "artifact":
+        client.log_artifact(run_id, op["path"], op["artifact_path"])
+    elif kind == "model":
+        return _log_model(run_id, op, model)
+    elif kind == "register":
+        from ganlab import registry
+
+        return registry.register_and_crown(f"runs:/{run_id}/generator", op["name"], op["frechet_distance"])
+    elif kind == "status":
+        client.set_terminated(run_id, op["status"])
+    else:
+        raise ValueError(f"unknown logging operation {kind!r}")
+    return None
+
+
+def _log_model(run_id: str, op: dict, model: Any) -> Any:
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    from ganlab.train import load_model
+
+    model = model if model is not None else load_model(Path(op["path"]))
+    x = np.random.default_rng(0).standard_normal((4, *model.input_shape[1:])).astype(np.float32)
+    y = np.asarray(model(x)).astype(np.float32)
+    status = MlflowClient().get_run(run_id).info.status
+    # log_model needs an active run; start_run would mark it FINISHED on exit, so put the status back.
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y))
+    MlflowClient().set_terminated(run_id, status)
+    return info
+
+
 class RunLog:
-    """A thin, failure-tolerant handle on one MLflow run."""
+    """A failure-tolerant handle on one MLflow run: what cannot be logged now is queued for later."""
 
     def __init__(self, run_id: str, info: dict | None = None):
         self.run_id = run_id
         self.info = info or {"run_id": run_id}  # what train recorded in mlflow_run.json
-        self.failed: list[str] = []
+        self.pending: list[dict] = []
+        self.offline = False
 
     @classmethod
     def start(cls, experiment: str, run_id: str | None, run_name: str, tags: dict[str, str]) -> RunLog:
         """Open (or re-open, on resume) the run; StageError if the store is down at the start."""
         uri = tracking.tracking_uri()
         check_server(uri)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", LIVE_RETRIES)
         exp_id = tracking.setup(experiment)
         client = MlflowClient()
         if run_id:
@@ -71,36 +135,130 @@ class RunLog:
     def from_file(cls, path: Path) -> RunLog:
         """Re-attach to the run that `train` recorded in `path`."""
         info = read_json(path, "the MLflow run written by train")
-        mlflow.set_tracking_uri(tracking.tracking_uri())
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", LIVE_RETRIES)
+        tracking.connect()
         return cls(info["run_id"], info)
 
-    def call(self, what: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
-        """Run one MLflow call for this run; on failure, remember `what` and carry on."""
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                return fn(*args, **kwargs)
-        except Exception as exc:  # any tracking failure: keep training, report later
-            if not self.failed:
-                log.warning("MLflow logging failed (%s: %s); continuing, outputs stay local",
+    # ---- writes: carried out now, or queued
+    def submit(self, op: dict, model: Any = None) -> Any:
+        if not self.offline:
+            try:
+                return execute(self.run_id, op, model)
+            except Exception as exc:  # any tracking failure: keep going, queue the rest
+                self.offline = True
+                log.warning("MLflow logging failed (%s: %s); carrying on, the rest is queued locally",
                             type(exc).__name__, tracking.redact(str(exc))[:200])
-            self.failed.append(what)
-            return None
+        self.pending.append(op)
+        return None
+
+    def log_params(self, params: dict[str, str]) -> None:
+        self.submit({"op": "params", "params": params})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.submit({"op": "tags", "tags": tags})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None, prefix: str = "") -> None:
+        if flat := numeric(metrics, prefix):
+            self.submit({"op": "metrics", "metrics": flat, "step": step})
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.submit({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+
+    def log_model(self, model: Any, name: str, saved_at: Path) -> str | None:
+        """Log a Keras model (saved at `saved_at`, which a replay loads); return its model URI."""
+        info = self.submit({"op": "model", "name": name, "path": str(Path(saved_at).resolve())}, model)
+        return info.model_uri if info else None
+
+    def register(self, name: str, frechet_distance: float) -> dict | None:
+        return self.submit({"op": "register", "name": name, "frechet_distance": frechet_distance})
 
     def end(self, status: str = "FINISHED") -> None:
-        try:
-            MlflowClient().set_terminated(self.run_id, status)
-        except Exception:
-            self.failed.append(f"run status {status}")
+        self.submit({"op": "status", "status": status})
 
-    def report_failures(self, where: Path) -> None:
-        """Write what was not logged to `where` and say how to upload it later."""
-        if not self.failed:
-            where.unlink(missing_ok=True)
-            return
-        write_json(where, {"run_id": self.run_id, "not_logged": self.failed})
-        log.warning("%d MLflow calls failed (%s); everything is kept locally, and %s lists it - "
-                    "re-run the stage with `dvc repro -f` once the tracking server is back",
-                    len(self.failed), ", ".join(sorted(set(self.failed)))[:200], where)
+    # ---- reads: nothing to queue
+    def read(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        if self.offline:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            log.warning("MLflow read failed (%s); that part of the output is left out", type(exc).__name__)
+            return None
+
+    def save_pending(self, stage: str, folder: Path | None = None) -> Path | None:
+        """Save what was not logged and say how to send it later; return the file, if any."""
+        folder = folder or tracking.project_root() / PENDING_DIR
+        path = folder / f"{stage}-{self.run_id}.json"
+        if not self.pending:
+            path.unlink(missing_ok=True)
+            return None
+        write_json(path, {"run_id": self.run_id, "stage": stage, "pending": self.pending})
+        kinds = sorted({op["op"] for op in self.pending})
+        log.warning("%d MLflow writes (%s) were not logged; outputs are complete locally and the writes are "
+                    "queued in %s - run `make resend` once the tracking server is back",
+                    len(self.pending), ", ".join(kinds), path)
+        return path
+
+
+class TrainTracking:
+    """The train stage's MLflow side: one run per model, re-opened on resume, fed by train()'s hooks."""
+
+    def __init__(self, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str],
+                 info_file: Path):
+        self.experiment, self.run_name, self.params, self.tags = experiment, run_name, params, tags
+        self.info_file = info_file
+        self.run: RunLog | None = None
+
+    def on_start(self, state: dict) -> dict:
+        """Open the run once the checkpoint state is known; return the state to checkpoint with it."""
+        tags = {**self.tags, **{k: str(v) for k, v in state["device"].items()}}
+        # MLflow params are immutable: a checkpoint extended with other params gets a run of its own.
+        same = state.get("logged_params") == self.params
+        self.run = RunLog.start(self.experiment, state.get("mlflow_run_id") if same else None, self.run_name, tags)
+        if not same:
+            self.run.log_params(self.params)
+        if state.get("resumed_at"):
+            self.run.set_tags({"resumed": "true", "resumed_at": ",".join(map(str, state["resumed_at"]))})
+        write_run_info(self.info_file, self.run.run_id)
+        return {**state, "mlflow_run_id": self.run.run_id, "logged_params": self.params}
+
+    def on_interval(self, row: dict, grid: Path) -> None:
+        self.run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, row["iteration"])
+        self.run.log_artifact(grid, "samples")
+
+    def stopped(self, exc: BaseException) -> None:
+        # Never leave the run "running": an interrupted run is KILLED, anything else FAILED.
+        if self.run:
+            self.run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            self.run.save_pending("train")
+
+    def finish(self, metrics: dict, figures: list[Path], models: dict[str, tuple[Any, Path]]) -> str:
+        """Log the summary, figures and models; close the run; return its id."""
+        run = self.run
+        run.log_metrics(metrics, None, "train_")
+        for path in figures:
+            run.log_artifact(path, "plots")
+        uris = {f"{name}_uri": uri for name, (model, saved) in models.items()
+                if (uri := run.log_model(model, name, saved))}
+        # Later stages (sampling, the report) find the logged models through these URIs.
+        write_run_info(self.info_file, run.run_id, **uris)
+        run.end("FINISHED")
+        run.save_pending("train")
+        return run.run_id
+
+
+def resend(path: Path) -> int:
+    """Replay a pending file against the current tracking store; return how many writes still fail."""
+    data = read_json(path, "queued MLflow writes")
+    tracking.connect()
+    run = RunLog(data["run_id"])
+    for op in data["pending"]:
+        run.submit(op)
+    if run.pending:
+        write_json(path, {**data, "pending": run.pending})
+    else:
+        path.unlink()
+    return len(run.pending)
 
 
 def run_info(run_id: str) -> dict[str, str]:
@@ -115,3 +273,27 @@ def write_run_info(path: Path, run_id: str, **extra: str) -> None:
     except Exception:  # the store may be down: the run id alone still lets us retry later
         info = {"run_id": run_id, "tracking_uri": tracking.redact(tracking.tracking_uri())}
     write_json(path, {**info, **extra})
+
+
+def main() -> None:
+    from ganlab.cli import run_stage
+
+    ap = argparse.ArgumentParser(description="Send queued MLflow writes (mlflow-pending/*.json) to the store.")
+    ap.add_argument("command", choices=["resend"])
+    ap.add_argument("files", nargs="*", type=Path)
+    args = ap.parse_args()
+
+    def go() -> None:
+        files = args.files or sorted((tracking.project_root() / PENDING_DIR).glob("*.json"))
+        check_server(tracking.tracking_uri())
+        left = {f: resend(f) for f in files}
+        sent = sum(1 for n in left.values() if n == 0)
+        print(f"resend: {sent} of {len(files)} queued files sent to {tracking.redact(tracking.tracking_uri())}")
+        if any(left.values()):
+            raise StageError(f"{sum(left.values())} writes still failed; they stay queued, run it again later")
+
+    run_stage("resend", go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ def load(uri: str):
 
     from ganlab import tracking
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.connect()
     try:
         return mlflow.keras.load_model(uri)
     except Exception as exc:  # MLflow raises several types for an unknown URI

@@ -39,9 +39,18 @@ def redact(text: str) -> str:
     return _SECRET_IN_URI.sub(r"\1***@", text)
 
 
+def connect() -> str:
+    """Point MLflow at the store; return its URI."""
+    # MLflow prints "View run at <tracking URI>", password and all: never let it.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def setup(experiment: str) -> str:
     """Point MLflow at the store and experiment; return the experiment id."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return mlflow.set_experiment(experiment).experiment_id
 
 
@@ -55,14 +64,6 @@ def git_info() -> dict[str, str]:
     commit = git("rev-parse", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
-
-
-def log_metrics(metrics: dict[str, Any], step: int | None = None, prefix: str = "") -> None:
-    """Log the numeric entries of `metrics` (the same dict DVC gets) to the active run."""
-    flat = {f"{prefix}{k}": float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if flat:
-        mlflow.log_metrics(flat, step=step)
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
