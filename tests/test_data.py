@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from ganlab import data
 from ganlab.config import PrepareConfig
 from ganlab.files import StageError
+
+from .conftest import ROOT
 
 NO_NET = PrepareConfig(mirrors=(), npz_urls=(), timeout_s=2, retries=1)
 
@@ -174,3 +177,40 @@ def test_package_reproduces_official_payloads():
     assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     test_labels = data.decode_idx(payloads["test_labels"])
     assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_disk_full_part_way_leaves_nothing_half_written(fake_mnist, http_dir, tmp_path, monkeypatch, capsys):
+    """The real prepare CLI, with the disk filling up while the second array is written."""
+    import errno
+    import runpy
+    import sys
+
+    import yaml
+
+    _, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"prepare": {"source": "download", "mirrors": [url], "retries": 0}}))
+    real_memmap = np.lib.format.open_memmap
+
+    def filling_up(path, *args, **kwargs):
+        if "test_x" in str(path):
+            Path(path).write_bytes(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_memmap(path, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", filling_up)
+    out, manifest = tmp_path / "prepared", tmp_path / "metrics" / "prepare.json"
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "--params", str(params), "--raw", str(tmp_path / "raw"),
+                                      "--out", str(out), "--manifest", str(manifest)])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "pipeline" / "prepare.py"), run_name="__main__")
+    assert exit_.value.code == 28
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("prepare: error: disk full while writing") and "free space" in err[-1]
+    # Nothing a later stage could trust: no test array, no temp files, no manifest.
+    assert sorted(p.name for p in out.iterdir()) == ["train_x.npy", "train_y.npy"]
+    assert not manifest.exists()
+    with pytest.raises(StageError, match="missing"):
+        data.load_split(out, "test")

@@ -100,15 +100,36 @@ def test_sample_cli_draws_from_registered_champion(project, repro, tmp_path):
     assert plt.imread(out).shape[0] > 28
 
 
-def test_experiment_with_other_model(project, repro):
+def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, repro):
+    import time
+
+    import mlflow
+
     dest, env = project
-    # DCGAN costs seconds per iteration on 2 CPU cores: a handful of small batches is enough here.
-    sh(["dvc", "exp", "run", "-S", "train.model=dcgan", "-S", "train.iterations=4", "-S", "train.batch_size=32",
-        "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"], dest, env)
+    # A grid of two models through DVC's own queue; DCGAN costs seconds per iteration on 2 CPU cores.
+    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan,mlp_bn", "-S", "train.iterations=4",
+        "-S", "train.batch_size=32", "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"], dest, env)
+    assert sh(["dvc", "queue", "status"], dest, env).stdout.count("Queued") == 2
+    sh(["dvc", "queue", "start", "-j", "2"], dest, env)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = sh(["dvc", "queue", "status"], dest, env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status + sh(["dvc", "queue", "logs", "--help"], dest, env).stdout
     table = sh(["dvc", "exp", "show", "--csv"], dest, env).stdout
-    assert "dcgan" in table and "quality.frechet_distance" in table
+    assert "dcgan" in table and "mlp_bn" in table and "quality.frechet_distance" in table
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["ganlab"], filter_string="params.`train.iterations` = '4'")
+    assert sorted(runs["params.train.model"]) == ["dcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
+    assert runs["metrics.eval_quality.frechet_distance"].notna().all()
+    # Two workers: the two runs overlapped in time.
+    (s1, e1), (s2, e2) = runs[["start_time", "end_time"]].itertuples(index=False)
+    assert s1 < e2 and s2 < e1, runs[["start_time", "end_time"]]
     cmp = sh([sys.executable, "-m", "ganlab.compare", "--out", str(dest / "compare.png")], dest, env).stdout
-    assert "dcgan" in cmp and "mlp" in cmp and (dest / "compare.png").exists()
+    assert "dcgan" in cmp and "mlp_bn" in cmp and (dest / "compare.png").exists()
 
 
 def test_bad_params_fail_before_work_with_one_line(project):
@@ -175,3 +196,24 @@ def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, 
     assert done["resumed"] and done["iterations"] == params["train"]["iterations"]
     run = MlflowClient().get_run(json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
+
+
+def test_second_repro_at_once_is_refused_and_first_is_unharmed(project, repro):
+    import json
+    import time
+
+    dest, env = project
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["train"].update(iterations=1500, sample_interval=500, checkpoint_interval=500)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = (dest / "first.log").open("w")
+    first = subprocess.Popen(["dvc", "repro", "train"], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while "Running stage 'train'" not in (dest / "first.log").read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    second = sh(["dvc", "repro"], dest, env, check=False)
+    # DVC locks the paths of a running stage: the second run stops at once and names the blocker.
+    assert second.returncode != 0 and "is busy, it is being blocked by" in second.stderr, second.stderr
+    assert first.wait(timeout=300) == 0, (dest / "first.log").read_text()[-3000:]
+    assert json.loads((dest / "metrics/train.json").read_text())["iterations"] == 1500
+    assert "up to date" in sh(["dvc", "status", "train"], dest, env).stdout

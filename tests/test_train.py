@@ -6,6 +6,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from ganlab import train as T
 from ganlab.config import TrainConfig
+from ganlab.files import StageError
 
 from .conftest import ROOT
 
@@ -118,8 +120,51 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         res = T.train(cfg, x, "h", Path(r"{tmp_path}") / "s", Path(r"{tmp_path}") / "c")
         assert res.state["device"]["replicas"] == 2, res.state["device"]
         assert res.metrics["iterations"] == 10
+        # Every replica holds the same weights after training: the all-reduce kept them in sync.
+        for v in res.gan.generator.weights + res.gan.discriminator.weights:
+            copies = [np.array(c) for c in v.value.values]
+            assert len(copies) == 2 and np.array_equal(copies[0], copies[1]), v.path
         print("OK", res.state["device"]["strategy"])
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK MirroredStrategy" in out.stdout
+
+
+def test_batch_larger_than_the_data_is_one_line(images, tmp_path):
+    with pytest.raises(StageError, match="train.batch_size 128 is larger than the 64 training images"):
+        run(dataclasses.replace(TINY, batch_size=128), images, tmp_path, "big")
+
+
+def test_failed_model_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    import errno
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    dest = tmp_path / "generator.keras"
+    T.save_model(model, dest)
+    good = dest.read_bytes()
+
+    def full_disk(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK half a zip")  # part of the file is on disk when the write fails
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError):
+        T.save_model(model, dest)
+    assert dest.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["generator.keras"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "generator.keras"
+    T.save_model(model, path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a model at all" * 10)
+    else:
+        path.unlink()
+    with pytest.raises(StageError) as err:
+        T.load_model(path)
+    assert str(path) in str(err.value) and "dvc repro" in str(err.value) and "\n" not in str(err.value)

@@ -272,6 +272,9 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     """
     # Same params and seed, same losses: costs little for these small networks on CPU.
     tf.config.experimental.enable_op_determinism()
+    if resolve(cfg).batch_size > len(images):
+        raise StageError(f"train.batch_size {resolve(cfg).batch_size} is larger than the {len(images)} training "
+                         "images; lower train.batch_size")
     strategy, device = select_device(cfg)
     log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
              device["precision"], cfg.jit_compile)
