@@ -15,7 +15,7 @@ from ganlab.data import load_split
 from ganlab.files import read_json, write_json
 from ganlab.plots import history_figures, save_figure
 from ganlab.runlog import TrainTracking
-from ganlab.train import resolve, save_model, train
+from ganlab.train import resolve, save_model, train, weights_digest
 
 
 def _sigterm(signum, frame):
@@ -51,6 +51,11 @@ def main() -> None:
         mlrun.stopped(exc)
         raise
 
+    if not result.chief:
+        # Another worker of a multi-worker run: the chief writes the outputs and the MLflow run.
+        print(f"train: worker finished {result.metrics['iterations']} iterations, "
+              f"weights digest {weights_digest(result.gan)}")
+        return
     models = {name: (model, args.out / f"{name}.keras")
               for name, model in (("generator", result.gan.generator), ("discriminator", result.gan.discriminator))}
     for model, path in models.values():
@@ -62,7 +67,8 @@ def main() -> None:
                                     if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(args.metrics, metrics)
     run_id = mlrun.finish(metrics, figures, models if cfg.log_models else {})
-    print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, MLflow run {run_id}")
+    print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, MLflow run {run_id}, "
+          f"weights digest {weights_digest(result.gan)}")
 
 
 if __name__ == "__main__":

@@ -168,3 +168,52 @@ def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
     with pytest.raises(StageError) as err:
         T.load_model(path)
     assert str(path) in str(err.value) and "dvc repro" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path):
+    """The real train CLI as two MultiWorkerMirroredStrategy workers configured by TF_CONFIG."""
+    import json
+    import os
+
+    import mlflow
+    import yaml
+
+    from ganlab.data import save_scaled
+
+    from .conftest import free_port
+
+    data = tmp_path / "data"
+    data.mkdir()
+    save_scaled(np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8), data / "train_x.npy")
+    np.save(data / "train_y.npy", np.arange(64, dtype=np.uint8) % 10)
+    (tmp_path / "manifest.json").write_text(json.dumps({"data_hash": "h", "source": "test", "counts": {"train": 64}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {
+        "strategy": "multi_worker", "iterations": 10, "sample_interval": 5, "checkpoint_interval": 5,
+        "batch_size": 16, "width": 0.25, "steps_per_execution": 5}}))
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    procs = []
+    for index in (0, 1):
+        cwd = tmp_path / f"w{index}"  # each worker in its own folder, as on two machines
+        cwd.mkdir()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": store,
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "pipeline/train.py"), "--params", str(tmp_path / "params.yaml"),
+             "--data", str(data), "--manifest", str(tmp_path / "manifest.json"), "--out", "out",
+             "--checkpoints", "ckpt", "--metrics", "train.json", "--plots", "plots"],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    digests = [out.split("weights digest ")[-1].strip() for out, _ in outs]
+    assert len(digests[0]) == 16 and digests[0] == digests[1], "the workers' weights differ"
+
+    chief, worker = tmp_path / "w0", tmp_path / "w1"
+    assert json.loads((chief / "train.json").read_text())["iterations"] == 10
+    assert (chief / "out/generator.keras").exists() and (chief / "ckpt/state.json").exists()
+    assert list(worker.rglob("*")) == [], "a non-chief worker wrote outputs"
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1 and runs["tags.strategy"][0] == "MultiWorkerMirroredStrategy"
+    assert runs["tags.replicas"][0] == "2"

@@ -62,7 +62,7 @@ class TrainConfig:
     resume: bool = True
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: bool = False
-    strategy: Literal["auto", "one_device", "mirrored"] = "auto"
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     # Several steps per compiled call cut Python overhead (used: its gcd with sample_interval).
     steps_per_execution: int = 20
     experiment: str = "ganlab"

@@ -139,4 +139,8 @@ class GAN(keras.Model):
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: t.result() for name, t in self.trackers.items()}
+        logs = {name: t.result() for name, t in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15's fit() averages multi-worker logs along axis 0, which a scalar lacks.
+            logs = {name: tf.reshape(v, [1]) for name, v in logs.items()}
+        return logs

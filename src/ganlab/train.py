@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,9 +77,22 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
 def select_device(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, dict[str, Any]]:
     """Pick the distribution strategy and precision; return (strategy, what was chosen)."""
     gpus = tf.config.list_physical_devices("GPU")
-    logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    if cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(gpus) > 1):
-        strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy([d.name for d in logical])
+    chief, workers = True, 1
+    if cfg.strategy == "multi_worker":
+        # Must come before anything starts TensorFlow's runtime (listing logical devices does).
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        cluster = resolver.cluster_spec().as_dict()
+        if not cluster:
+            raise StageError("train.strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
+                             "see the README's 'Scaling up', or use train.strategy: auto")
+        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        # The chief is task `chief`, or worker 0 when the cluster names none (TensorFlow's convention).
+        chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                  and "chief" not in cluster)
+        workers = sum(len(tasks) for tasks in cluster.values())
+    elif cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(gpus) > 1):
+        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in logical])
     else:
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     capable = bool(gpus) and all(
@@ -89,12 +103,24 @@ def select_device(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, dict[str, A
     info = {
         "device": ",".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
         or "cpu",
-        "strategy": type(strategy).__name__,
+        # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: use the public name.
+        "strategy": "MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
+        else type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
+        "workers": workers,
+        "chief": chief,
         "precision": "mixed_float16" if mixed else "float32",
         "jit_compile": cfg.jit_compile,
     }
     return strategy, info
+
+
+def weights_digest(gan: GAN) -> str:
+    """A short hash of every weight, to check that workers and replicas hold the same model."""
+    h = hashlib.sha256()
+    for w in gan.generator.weights + gan.discriminator.weights:
+        h.update(np.asarray(w).tobytes())
+    return h.hexdigest()[:16]
 
 
 def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
@@ -130,13 +156,18 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
 
 
 class Checkpoints:
-    """Weights, optimiser state and the run's bookkeeping, in a folder that survives re-runs."""
+    """Weights, optimiser state and the run's bookkeeping, in a folder that survives re-runs.
 
-    def __init__(self, gan: GAN, folder: Path):
+    Under multi-worker training every worker must take part in each save, but only the
+    chief's copy counts: other workers restore from `folder` and write to `scratch`.
+    """
+
+    def __init__(self, gan: GAN, folder: Path, scratch: Path | None = None):
         self.folder = folder
+        self.chief = scratch is None
         self.ckpt = tf.train.Checkpoint(generator=gan.generator, discriminator=gan.discriminator,
                                         d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(folder), max_to_keep=2)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(scratch or folder), max_to_keep=2)
         self.state_path = folder / "state.json"
 
     def state(self) -> dict | None:
@@ -148,7 +179,8 @@ class Checkpoints:
     def save(self, iteration: int, state: dict) -> None:
         # Weights first, then the state that points at them: a crash between leaves the old pair.
         path = self.manager.save(checkpoint_number=iteration)
-        write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": Path(path).name})
+        if self.chief:
+            write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": Path(path).name})
 
     def restore(self, fp: str) -> dict | None:
         """Restore the latest checkpoint if it was made with the same fingerprint; return its state."""
@@ -168,7 +200,8 @@ class Checkpoints:
         return state
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.chief:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- callbacks
@@ -258,6 +291,7 @@ class TrainResult:
     metrics: dict[str, Any]
     resumed_from: int
     state: dict
+    chief: bool = True  # False on the other workers of a multi-worker run: they write no outputs
 
 
 def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Path, ckpt_dir: Path,
@@ -280,7 +314,22 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
              device["precision"], cfg.jit_compile)
     gan = make_gan(cfg, strategy)
     fp = fingerprint(cfg, data_hash)
-    checkpoints = Checkpoints(gan, ckpt_dir)
+    chief = device["chief"]
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="ganlab-worker-"))
+    try:
+        return _train(cfg, gan, strategy, device, fp, images, samples_dir if chief else scratch / "samples",
+                      Checkpoints(gan, ckpt_dir, scratch and scratch / "ckpt"),
+                      on_start if chief else lambda state: state,
+                      on_interval if chief else lambda row, grid: None, callbacks)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device: dict, fp: str,
+           images: np.ndarray, samples_dir: Path, checkpoints: Checkpoints, on_start: Callable[[dict], dict],
+           on_interval: Callable[[dict, Path], None], callbacks: tuple[keras.callbacks.Callback, ...],
+           ) -> TrainResult:
     state = checkpoints.restore(fp) if cfg.resume else None
     if state is None:
         checkpoints.clear()
@@ -307,6 +356,10 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
     # It has one row per replica because distributed fit() splits each element's first axis.
     dummy = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
+    # Nothing to shard across workers (a file-less dataset would make tf.data warn and fall back).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dummy = dummy.with_options(options)
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations.
         partial = (cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval
@@ -319,7 +372,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     except KeyboardInterrupt:
         it = int(gan.iteration.numpy())
         interval_cb.save(it)
-        log.warning("interrupted at iteration %d; checkpoint saved in %s", it, ckpt_dir)
+        log.warning("interrupted at iteration %d; checkpoint saved in %s", it, checkpoints.folder)
         raise
     finally:
         bar.close()
@@ -340,7 +393,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
         "min_g_loss": _f(hist["g_loss"].min()) if len(hist) else None,
         "resumed": bool(state.get("resumed_at")),
     }
-    return TrainResult(gan, hist, metrics, start, state)
+    return TrainResult(gan, hist, metrics, start, state, device["chief"])
 
 
 def _f(x) -> float | None:
