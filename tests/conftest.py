@@ -106,8 +106,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_project(dest: Path, tracking_uri: str, **env_extra: str) -> dict:
-    """Copy the working tree to `dest` as a fresh git repo with SMALL params; return the env to run it with."""
+def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) -> dict:
+    """Copy the working tree to `dest` as a fresh git repo with SMALL params; return the env to run it with.
+
+    With no `tracking_uri`, MLFLOW_TRACKING_URI is unset and the project's default store is used.
+    """
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for rel in files:
@@ -119,9 +122,11 @@ def make_project(dest: Path, tracking_uri: str, **env_extra: str) -> dict:
         params[section].update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "MLFLOW_TRACKING_URI": tracking_uri or "", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", **env_extra}
+    if not tracking_uri:
+        env.pop("MLFLOW_TRACKING_URI")
     if "MLFLOW_TRACKING_TOKEN" not in env_extra:
         env.pop("MLFLOW_TRACKING_TOKEN", None)
     sh(["git", "init", "-q"], dest, env)

@@ -18,7 +18,7 @@ from .conftest import ROOT, make_project, sh
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     dest = tmp_path_factory.mktemp("project")
-    return dest, make_project(dest, f"sqlite:///{dest / 'mlflow.db'}")
+    return dest, make_project(dest)  # the default store: sqlite:///<project>/mlflow.db
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_mlflow_run_has_everything(project, repro):
     from mlflow.tracking import MlflowClient
 
     dest, env = project
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
     run_id = yaml.safe_load((dest / "outputs/train/mlflow_run.json").read_text())["run_id"]
     client = MlflowClient()
     run = client.get_run(run_id)
@@ -107,7 +107,8 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
 
     dest, env = project
     # A grid of two models through DVC's own queue; DCGAN costs seconds per iteration on 2 CPU cores.
-    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan,mlp_bn", "-S", "train.iterations=4",
+    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan,mlp_bn", "-S", "train.experiment=sweep",
+        "-S", "train.iterations=4",
         "-S", "train.batch_size=32", "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"], dest, env)
     assert sh(["dvc", "queue", "status"], dest, env).stdout.count("Queued") == 2
     sh(["dvc", "queue", "start", "-j", "2"], dest, env)
@@ -121,15 +122,38 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     table = sh(["dvc", "exp", "show", "--csv"], dest, env).stdout
     assert "dcgan" in table and "mlp_bn" in table and "quality.frechet_distance" in table
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["ganlab"], filter_string="params.`train.iterations` = '4'")
+    mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["sweep"])
     assert sorted(runs["params.train.model"]) == ["dcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
     assert runs["metrics.eval_quality.frechet_distance"].notna().all()
+    # The experiment was created inside DVC's temporary workspace, which is gone: the store and the
+    # artifacts are still the project's.
+    for run_id, uri in runs[["run_id", "artifact_uri"]].itertuples(index=False):
+        assert uri.startswith((dest / "mlruns").as_uri()), uri
+        assert mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path="report")
     # Two workers: the two runs overlapped in time.
     (s1, e1), (s2, e2) = runs[["start_time", "end_time"]].itertuples(index=False)
     assert s1 < e2 and s2 < e1, runs[["start_time", "end_time"]]
-    cmp = sh([sys.executable, "-m", "ganlab.compare", "--out", str(dest / "compare.png")], dest, env).stdout
+    cmp = sh([sys.executable, "-m", "ganlab.compare", "--experiment", "sweep", "--out", str(dest / "compare.png")],
+             dest, env).stdout
     assert "dcgan" in cmp and "mlp_bn" in cmp and (dest / "compare.png").exists()
+
+
+def test_push_then_pull_gives_a_second_clone_the_results_without_training(project, repro, tmp_path):
+    dest, env = project
+    remote = tmp_path / "remote"  # a local folder; S3 or GCS is the same commands with another URL
+    sh(["dvc", "remote", "add", "-d", "store", str(remote)], dest, env)
+    sh(["git", "add", "-A"], dest, env)
+    sh(["git", "commit", "-qm", "results"], dest, env)
+    sh(["dvc", "push"], dest, env)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
+    sh(["dvc", "pull"], clone, env)
+    for rel in ("data/prepared/train_x.npy", "outputs/train/generator.keras", "outputs/evaluate/grid_10x10.png",
+                "reports/report.html"):
+        assert (clone / rel).read_bytes() == (dest / rel).read_bytes(), rel
+    again = sh(["dvc", "repro"], clone, env)
+    assert "Data and pipelines are up to date" in again.stdout + again.stderr and "Running stage" not in again.stdout
 
 
 def test_bad_params_fail_before_work_with_one_line(project):
@@ -185,7 +209,7 @@ def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, 
     stopped_at = json.loads(state.read_text())["iteration"]
     assert 0 < stopped_at < 3000
     assert not (dest / "sig/out/generator.keras").exists()  # nothing half-done for evaluate to trust
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
     run_id = json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"]
     assert MlflowClient().get_run(run_id).info.status == "KILLED"
 

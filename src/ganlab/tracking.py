@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +20,16 @@ _SECRET_IN_URI = re.compile(r"(//[^/@:]*:)[^@/]*@")
 
 
 def project_root() -> Path:
-    """The main checkout's root, also from inside a `dvc exp run --queue` temp workspace."""
+    """The main project's root, also from inside a `dvc exp run --queue` temporary workspace.
+
+    DVC sets DVC_ROOT for every stage command, and points it at the parent repo for queued
+    experiments; outside DVC, the git top level (or the current folder) stands in.
+    """
+    if root := os.environ.get("DVC_ROOT"):
+        return Path(root)
     try:
-        common = subprocess.run(
-            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        return Path(common).parent
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+        return Path(top.stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return Path.cwd()
 
@@ -49,8 +54,16 @@ def connect() -> str:
 
 
 def setup(experiment: str) -> str:
-    """Point MLflow at the store and experiment; return the experiment id."""
-    connect()
+    """Point MLflow at the store and experiment (created if new); return the experiment id."""
+    uri = connect()
+    if mlflow.get_experiment_by_name(experiment) is None:
+        # A SQLite store puts a new experiment's artifacts under ./mlruns of whatever folder creates it:
+        # for a queued experiment, a temporary copy that DVC deletes. Anchor them in the project.
+        location = (project_root() / "mlruns" / experiment).as_uri() if uri.startswith("sqlite:") else None
+        try:
+            MlflowClient().create_experiment(experiment, artifact_location=location)
+        except MlflowException:
+            pass  # created meanwhile by a parallel queued experiment
     return mlflow.set_experiment(experiment).experiment_id
 
 
