@@ -49,6 +49,18 @@ server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifa
 resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the tracking server was away
 	$(PY) -m ganlab.runlog resend
 
+# A small documented grid; override it: make sweep SWEEP="-S train.seed=1,2,3" JOBS=3
+SWEEP ?= -S train.model=mlp,mlp_bn -S train.d_schedule=two_step,combined -S train.iterations=5000
+JOBS ?= 2
+sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time with DVC's queue
+	dvc queue remove --success --failed -q
+	dvc exp run --queue $(SWEEP)
+	dvc exp run --run-all --jobs $(JOBS)
+	@if dvc queue status | grep -q Failed; then \
+	  echo "sweep: error: some experiments failed; read why with: dvc queue logs <name>" >&2; exit 1; fi
+	dvc exp show --only-changed --drop 'Created|State|Executor' --sort-by quality.frechet_distance --sort-order asc
+	$(PY) -m ganlab.compare --out compare.png
+
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
 	$(PY) -m ganlab.compare --out compare.png
 
@@ -64,4 +76,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench ui server resend compare lint lock clean
+.PHONY: help setup setup-gpu run test bench ui server resend sweep compare lint lock clean

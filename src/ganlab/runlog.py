@@ -12,11 +12,13 @@ Run: python -m ganlab.runlog resend [mlflow-pending/*.json]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ def check_server(uri: str) -> None:
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with _creation_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # the client raises many types for a down server
         raise StageError(
             f"MLflow tracking store {tracking.redact(uri)} is unreachable ({type(exc).__name__}); "
@@ -51,6 +54,23 @@ def check_server(uri: str) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: parallel queued experiments that both find no
+    mlflow.db race to create its tables, and the loser fails with "table already exists"."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)  # lock the folder: no lock file left behind
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
