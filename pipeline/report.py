@@ -42,7 +42,7 @@ def main() -> None:
                     max_results=cfg.max_runs, order_by=["start_time DESC"])
     champion = None
     if cfg.register and info.get("generator_uri"):
-        champion = run.register(cfg.registered_model, m_eval["quality"]["frechet_distance"])
+        champion = run.register(info["generator_uri"], cfg.registered_model, m_eval["quality"]["frechet_distance"])
 
     link = f"http://127.0.0.1:5000/#/experiments/{info.get('experiment_id')}/runs/{run.run_id} (after `make ui`)"
     cm = m_eval["confusion"]

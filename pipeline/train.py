@@ -5,6 +5,7 @@ Run: python pipeline/train.py --data data/prepared --manifest metrics/prepare.js
 """
 
 import argparse
+import shutil
 import signal
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def main() -> None:
                                     if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(args.metrics, metrics)
     run_id = mlrun.finish(metrics, figures, models if cfg.log_models else {})
+    # The outputs now hold the finished run. A checkpoint left behind would make the next re-run
+    # (after a code change, say) "resume" at the last iteration and train nothing.
+    shutil.rmtree(args.checkpoints, ignore_errors=True)
     print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, MLflow run {run_id}, "
           f"weights digest {weights_digest(result.gan)}")
 

@@ -220,6 +220,7 @@ def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, 
     assert done["resumed"] and done["iterations"] == params["train"]["iterations"]
     run = MlflowClient().get_run(json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
+    assert not state.exists(), "a finished run left a checkpoint that the next re-run would 'resume'"
 
 
 def test_second_repro_at_once_is_refused_and_first_is_unharmed(project, repro):

@@ -98,7 +98,8 @@ def execute(run_id: str, op: dict, model: Any = None) -> Any:
     elif kind == "register":
         from ganlab import registry
 
-        return registry.register_and_crown(f"runs:/{run_id}/generator", op["name"], op["frechet_distance"])
+        # the logged model's own URI (models:/m-...): MLflow 3 keeps models outside the run's artifacts
+        return registry.register_and_crown(op["model_uri"], op["name"], op["frechet_distance"])
     elif kind == "status":
         client.set_terminated(run_id, op["status"])
     else:
@@ -189,8 +190,9 @@ class RunLog:
         info = self.submit({"op": "model", "name": name, "path": str(Path(saved_at).resolve())}, model)
         return info.model_uri if info else None
 
-    def register(self, name: str, frechet_distance: float) -> dict | None:
-        return self.submit({"op": "register", "name": name, "frechet_distance": frechet_distance})
+    def register(self, model_uri: str, name: str, frechet_distance: float) -> dict | None:
+        return self.submit({"op": "register", "model_uri": model_uri, "name": name,
+                            "frechet_distance": frechet_distance})
 
     def end(self, status: str = "FINISHED") -> None:
         self.submit({"op": "status", "status": status})
