@@ -16,8 +16,14 @@ import tensorflow as tf
 
 
 def _bce(labels_are_real: bool, logits: tf.Tensor) -> tf.Tensor:
-    labels = tf.ones_like(logits) if labels_are_real else tf.zeros_like(logits)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+    """Binary cross-entropy on logits against all-real or all-fake labels: softplus(-x) or softplus(x).
+
+    The same numbers as tf.nn.sigmoid_cross_entropy_with_logits, but that op's gradient (a chain of
+    select, exp and log1p) varied in the last bit between processes on the full data set, which made
+    two runs with one seed drift apart; softplus has a fused gradient and repeats bit for bit.
+    """
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_mean(tf.math.softplus(-logits if labels_are_real else logits))
 
 
 class GAN(keras.Model):
