@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,24 @@ def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) 
     sh(["git", "add", "-A"], dest, env)
     sh(["git", "commit", "-qm", "init"], dest, env)
     return env
+
+
+def start_train(dest: Path, env: dict, name: str, **train) -> tuple[subprocess.Popen, list[str]]:
+    """Start the train stage in the background on params.yaml with `train` overrides, all under `name/`.
+
+    Returns the process and its command; the params it reads are `name.yaml`.
+    """
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["train"].update(train)
+    (dest / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "pipeline/train.py", "--params", f"{name}.yaml", "--data", "data/prepared",
+           "--manifest", "metrics/prepare.json", "--out", f"{name}/out", "--checkpoints", f"{name}/ckpt",
+           "--metrics", f"{name}/train.json", "--plots", f"{name}/plots"]
+    return subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), cmd
+
+
+def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Wait until `path` exists, `proc` has ended, or `seconds` have passed."""
+    deadline = time.time() + seconds
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from .conftest import ROOT, make_project, sh
+from .conftest import ROOT, make_project, sh, start_train, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -185,23 +185,15 @@ def test_every_dvc_command_exists():
 def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, repro):
     import json
     import signal
-    import time
 
     import mlflow
     from mlflow.tracking import MlflowClient
 
     dest, env = project
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["train"].update(iterations=3000, sample_interval=20, checkpoint_interval=20, steps_per_execution=10)
-    (dest / "long.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "pipeline/train.py", "--params", "long.yaml", "--data", "data/prepared",
-           "--manifest", "metrics/prepare.json", "--out", "sig/out", "--checkpoints", "sig/ckpt",
-           "--metrics", "sig/train.json", "--plots", "sig/plots"]
-    proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, cmd = start_train(dest, env, "sig", iterations=3000, sample_interval=20, checkpoint_interval=20,
+                            steps_per_execution=10)
     state = dest / "sig/ckpt/state.json"
-    deadline = time.time() + 120
-    while not state.exists() and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for(state, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -213,8 +205,9 @@ def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, 
     run_id = json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"]
     assert MlflowClient().get_run(run_id).info.status == "KILLED"
 
+    params = yaml.safe_load((dest / "sig.yaml").read_text())
     params["train"]["iterations"] = stopped_at + 40 - stopped_at % 20  # keep the resumed part short
-    (dest / "long.yaml").write_text(yaml.safe_dump(params))
+    (dest / "sig.yaml").write_text(yaml.safe_dump(params))
     sh(cmd, dest, env)
     done = json.loads((dest / "sig/train.json").read_text())
     assert done["resumed"] and done["iterations"] == params["train"]["iterations"]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from .conftest import VENV_BIN, free_port, make_project, sh
+from .conftest import VENV_BIN, free_port, make_project, sh, start_train, wait_for
 
 PASSWORD, TOKEN = "pw-s3cret-9f2", "tok-s3cret-77a"
 
@@ -121,17 +120,8 @@ def test_no_secret_reaches_params_tags_logs_or_report(served, repro, tmp_path):
 
 def test_server_lost_mid_run_keeps_everything_and_resend_uploads_it(served, repro):
     dest, env, server = served
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["train"].update(iterations=3000, sample_interval=100, checkpoint_interval=500)
-    (dest / "long.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "pipeline/train.py", "--params", "long.yaml", "--data", "data/prepared",
-           "--manifest", "metrics/prepare.json", "--out", "lost/out", "--checkpoints", "lost/ckpt",
-           "--metrics", "lost/train.json", "--plots", "lost/plots"]
-    proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = dest / "lost/out/samples/iter_000100.png"
-    deadline = time.time() + 120
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    proc, _ = start_train(dest, env, "lost", iterations=3000, sample_interval=100, checkpoint_interval=500)
+    wait_for(dest / "lost/out/samples/iter_000100.png", proc)
     server.stop()
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
