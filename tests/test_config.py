@@ -30,7 +30,6 @@ def test_repo_params_load():
         ({"train": {"iterations": 0}}, ["train.iterations", ">= 1"]),
         ({"train": {"batch_size": 100000}}, ["train.batch_size", "60000"]),
         ({"train": {"resume": "yes"}}, ["train.resume", "true or false"]),
-        ({"train": {"iterations": 100, "sample_interval": 30}}, ["train.sample_interval", "divisor"]),
         ({"prepare": {"source": "internet"}}, ["prepare.source", "auto, cache, download, package"]),
         ({"prepare": {"mirrors": "http://x"}}, ["prepare.mirrors", "list"]),
         ({"evaluate": {"n_samples": 5}}, ["evaluate.n_samples"]),

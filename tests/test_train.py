@@ -115,6 +115,15 @@ def test_two_processes_same_seed_same_weights(tmp_path):
     assert len(digests[0]) == 16 and digests[0] == digests[1], "same seed, different weights"
 
 
+@pytest.mark.parametrize("iterations, rows", [(25, [10, 20, 25]), (7, [7])])
+def test_last_interval_may_be_short(iterations, rows, images, tmp_path):
+    # `dvc exp run -S train.iterations=50` must work with the default sample_interval of 1000.
+    res = run(dataclasses.replace(TINY, iterations=iterations, checkpoint_interval=20), images, tmp_path, "short")
+    assert res.metrics["iterations"] == iterations and int(res.gan.d_optimizer.iterations) == 2 * iterations
+    assert list(res.history.iteration) == rows
+    assert (tmp_path / "short" / "samples" / f"iter_{iterations:06d}.png").exists()
+
+
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images, tmp_path):
     cfg = dataclasses.replace(TINY, iterations=20)
     run(cfg, images, tmp_path, "nan")  # a good run up to 20

@@ -84,12 +84,6 @@ class TrainConfig:
         _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
         _check(1 <= self.z_dim <= 4096, "train.z_dim", self.z_dim, "an integer in [1, 4096]")
         _check(self.sample_interval >= 1, "train.sample_interval", self.sample_interval, "an integer >= 1")
-        _check(
-            self.iterations % self.sample_interval == 0,
-            "train.sample_interval",
-            self.sample_interval,
-            f"a divisor of train.iterations ({self.iterations})",
-        )
         _check(1 <= self.grid_size <= 16, "train.grid_size", self.grid_size, "an integer in [1, 16]")
         _check(
             self.checkpoint_interval >= 1 and self.checkpoint_interval % self.sample_interval == 0,

@@ -350,9 +350,6 @@ def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device:
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, on_interval)
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
-    if start:
-        # Each compiled call runs steps_per_execution steps: keep calls aligned with where we resume.
-        gan.steps_per_execution = math.gcd(gan.steps_per_execution, start)
     # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
     # It has one row per replica because distributed fit() splits each element's first axis.
     dummy = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
@@ -360,15 +357,30 @@ def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     dummy = dummy.with_options(options)
+    most_spe = gan.steps_per_execution
+
+    def fit(epochs: int, steps: int) -> None:
+        # Each compiled call runs steps_per_execution steps, a number baked in when fit() traces
+        # its loop: it must divide the epoch, or fit() would run past it.
+        spe = math.gcd(most_spe, steps)
+        if spe != gan.steps_per_execution:
+            gan.steps_per_execution = spe
+            gan.make_train_function(force=True)
+        gan.fit(dummy, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0, shuffle=False)
+
     try:
-        # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations.
-        partial = (cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval
-        if partial and start < cfg.iterations:
-            gan.fit(dummy, epochs=1, steps_per_epoch=partial, callbacks=all_callbacks, verbose=0, shuffle=False)
+        # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations;
+        # then whole intervals, then a short last one when sample_interval does not divide iterations.
+        partial = min((cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval,
+                      cfg.iterations - start)
+        if partial > 0:
+            fit(1, partial)
         remaining = (cfg.iterations - int(gan.iteration.numpy())) // cfg.sample_interval
         if remaining > 0:
-            gan.fit(dummy, epochs=remaining, steps_per_epoch=cfg.sample_interval, callbacks=all_callbacks,
-                    verbose=0, shuffle=False)
+            fit(remaining, cfg.sample_interval)
+        tail = cfg.iterations - int(gan.iteration.numpy())
+        if tail > 0:
+            fit(1, tail)
     except KeyboardInterrupt:
         it = int(gan.iteration.numpy())
         interval_cb.save(it)
