@@ -37,6 +37,10 @@ bench: $(STAMP) ## Benchmark the compiled step against the book's loop -> bench/
 	dvc repro prepare
 	$(PY) bench/bench.py --out bench/results.json
 
+bench-gpu: $(STAMP) ## On a GPU machine (after make setup-gpu): mlp and dcgan, mixed precision and XLA off/on -> bench/results-gpu.json
+	dvc repro prepare
+	$(PY) bench/bench.py --matrix-only --out bench/results-gpu.json
+
 ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
 	@echo "MLflow UI: http://$(HOST):$(PORT)"
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
@@ -76,4 +80,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench ui server resend sweep compare lint lock clean
+.PHONY: help setup setup-gpu run test bench bench-gpu ui server resend sweep compare lint lock clean

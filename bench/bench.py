@@ -76,6 +76,24 @@ def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int) -> float:
     return iterations / (time.perf_counter() - t0)
 
 
+def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict]:
+    """Iterations/s of each model with mixed precision and XLA each off and on (for GPU machines).
+
+    Each row names the precision and XLA setting that `select_device` really applied, so a row
+    measured on a machine without a capable GPU says so rather than pretending.
+    """
+    rows = []
+    for model, its in iterations.items():
+        for mixed in ("off", "on"):
+            for jit in (False, True):
+                cfg = TrainConfig(model=model, mixed_precision=mixed, jit_compile=jit)
+                _, info = select_device(cfg)
+                print(f"  {model} precision={info['precision']} xla={jit} ...", flush=True)
+                rows.append({"model": model, "precision": info["precision"], "jit_compile": jit,
+                             "device": info["device"], "its": round(compiled_its(x, cfg, its), 2)})
+    return rows
+
+
 def train_stage_peak_rss(iterations: int) -> tuple[float, float]:
     """Run the real `train` stage (default mlp params, fewer iterations); return (peak RSS MB, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,12 +115,23 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results.json")
     ap.add_argument("--book-iterations", type=int, default=200)
     ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--matrix", action="store_true",
+                    help="also time mlp and dcgan with mixed precision and XLA off and on (meant for a GPU)")
+    ap.add_argument("--matrix-only", action="store_true", help="time only that matrix")
+    ap.add_argument("--matrix-iterations", type=int, nargs=2, default=(4000, 400), metavar=("MLP", "DCGAN"))
     args = ap.parse_args()
     x, _ = load_split(ROOT / "data/prepared", "train")
     x = np.asarray(x)
     base = TrainConfig(model="mlp")
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "tensorflow": tf.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))}}
+    if args.matrix or args.matrix_only:
+        print("precision x XLA matrix ...", flush=True)
+        mlp_its, dcgan_its = args.matrix_iterations
+        results["matrix"] = precision_xla_matrix(x, {"mlp": mlp_its, "dcgan": dcgan_its})
+        if args.matrix_only:
+            write(args.out, results)
+            return
     print("book loop ...", flush=True)
     results["book_loop_its"] = round(book_loop_its(x, args.book_iterations), 2)
     print("compiled step ...", flush=True)
@@ -119,8 +148,12 @@ def main() -> None:
     rss, secs = train_stage_peak_rss(2000)
     results["train_stage_peak_rss_mb"] = round(rss, 1)
     results["train_stage_2000_iterations_s"] = round(secs, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write(args.out, results)
+
+
+def write(out: Path, results: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
