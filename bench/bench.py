@@ -26,7 +26,8 @@ import yaml
 from ganlab import models
 from ganlab.config import TrainConfig
 from ganlab.data import load_split
-from ganlab.train import make_gan, select_device
+from ganlab.devices import select_device
+from ganlab.train import make_gan
 
 ROOT = Path(__file__).resolve().parents[1]
 

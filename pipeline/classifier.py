@@ -11,7 +11,7 @@ from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.data import load_split
 from ganlab.files import write_json
-from ganlab.train import save_model
+from ganlab.saving import save_model
 
 
 def main() -> None:

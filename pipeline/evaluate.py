@@ -19,7 +19,7 @@ from ganlab.data import load_split
 from ganlab.files import write_json
 from ganlab.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 from ganlab.runlog import RunLog
-from ganlab.train import load_model
+from ganlab.saving import load_model
 
 
 def main() -> None:

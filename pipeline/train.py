@@ -16,7 +16,8 @@ from ganlab.data import load_split
 from ganlab.files import read_json, write_json
 from ganlab.plots import history_figures, save_figure
 from ganlab.runlog import TrainTracking
-from ganlab.train import resolve, save_model, train, weights_digest
+from ganlab.saving import save_model
+from ganlab.train import RESOLVED, resolve, train, weights_digest
 
 
 def _sigterm(signum, frame):
@@ -41,7 +42,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm)
 
     logged = {k: str(v) for k, v in flatten(params).items() if k.split(".")[0] in ("prepare", "train")}
-    logged.update({f"train.resolved.{k}": str(v) for k, v in vars(resolve(cfg)).items()})
+    # Both the raw values (null = the model's reference) and what they resolved to.
+    resolved = resolve(cfg)
+    logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
     tags = {**tracking.git_info(), "data_hash": manifest["data_hash"], "data_source": manifest["source"],
             "model": cfg.model}
     mlrun = TrainTracking(cfg.experiment, f"{cfg.model}-{cfg.seed}", logged, tags, args.out / "mlflow_run.json")
@@ -64,8 +67,10 @@ def main() -> None:
     args.plots.mkdir(parents=True, exist_ok=True)
     result.history.to_csv(args.plots / "history.csv", index=False)
     figures = [save_figure(fig, args.out / f"{name}.png") for name, fig in history_figures(result.history).items()]
-    metrics = {**result.metrics, **{f"device_{k}": v for k, v in result.state["device"].items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+    device = result.state["device"]
+    metrics = {**result.metrics, "model": cfg.model, "precision": device["precision"],
+               **{f"device_{k}": v for k, v in device.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(args.metrics, metrics)
     run_id = mlrun.finish(metrics, figures, models if cfg.log_models else {})
     # The outputs now hold the finished run. A checkpoint left behind would make the next re-run

@@ -1,9 +1,14 @@
-"""Builders produce the seeds' architectures with the right shapes and sizes."""
+"""Builders produce the seeds' architectures with the right shapes and sizes; saving is atomic."""
 
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 
-from ganlab import models
+from ganlab import models, saving
+from ganlab.files import StageError
+from ganlab.layers import UpConv2D
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -34,3 +39,61 @@ def test_dcgan_matches_blog_summary():
 def test_width_scales_hidden_layers():
     g, _ = models.build("mlp", z_dim=10, width=0.5)
     assert g.layers[0].units == 64
+
+
+def test_failed_model_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    import errno
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    dest = tmp_path / "generator.keras"
+    saving.save_model(model, dest)
+    good = dest.read_bytes()
+
+    def full_disk(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK half a zip")  # part of the file is on disk when the write fails
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError):
+        saving.save_model(model, dest)
+    assert dest.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["generator.keras"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "generator.keras"
+    saving.save_model(model, path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a model at all" * 10)
+    else:
+        path.unlink()
+    with pytest.raises(StageError) as err:
+        saving.load_model(path)
+    assert str(path) in str(err.value) and "dvc repro" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4)])
+def test_upconv_equals_upsampling_then_conv(size, c_in, c_out):
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, size, size, c_in)).astype(np.float32)
+    pair = keras.Sequential([keras.Input((size, size, c_in)), keras.layers.UpSampling2D(),
+                             keras.layers.Conv2D(c_out, 4, padding="same", activation="relu")])
+    up = keras.Sequential([keras.Input((size, size, c_in)), UpConv2D(c_out, 4, activation="relu")])
+    kernel = rng.standard_normal((4, 4, c_in, c_out)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    pair.layers[-1].set_weights([kernel, bias])
+    up.layers[-1].set_weights([kernel, bias])
+    want = np.asarray(pair(x))
+    assert want.shape == (3, 2 * size, 2 * size, c_out)
+    np.testing.assert_allclose(np.asarray(up(x)), want, atol=1e-5)
+
+
+def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):
+    g, _ = models.build("dcgan", z_dim=100)
+    assert g.count_params() == 1_028_289 + 384  # the blog's summary: trainable + BN moving statistics
+    z = np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32)
+    saving.save_model(g, tmp_path / "g.keras")
+    np.testing.assert_allclose(np.asarray(saving.load_model(tmp_path / "g.keras")(z)), np.asarray(g(z)), atol=1e-6)

@@ -6,7 +6,6 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,6 +14,7 @@ import tensorflow as tf
 
 from ganlab import train as T
 from ganlab.config import TrainConfig
+from ganlab.devices import select_device
 from ganlab.files import StageError
 
 from .conftest import ROOT
@@ -40,7 +40,7 @@ def changed(before, after) -> bool:
 @pytest.mark.parametrize("schedule", ["two_step", "combined"])
 def test_each_update_moves_only_its_own_network(model, schedule, images):
     cfg = dataclasses.replace(TINY, model=model, d_schedule=schedule)
-    strategy, _ = T.select_device(cfg)
+    strategy, _ = select_device(cfg)
     gan = T.make_gan(cfg, strategy)
     real = tf.constant(images[:8])
     fake = gan.generate(tf.random.normal((8, cfg.z_dim)))
@@ -56,7 +56,7 @@ def test_each_update_moves_only_its_own_network(model, schedule, images):
 
 
 def test_two_step_takes_two_discriminator_steps(images):
-    strategy, _ = T.select_device(TINY)
+    strategy, _ = select_device(TINY)
     gan = T.make_gan(TINY, strategy)
     gan.set_data(images)
     gan.fit(tf.data.Dataset.from_tensors([0.0]).repeat(), epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)
@@ -168,40 +168,6 @@ def test_batch_larger_than_the_data_is_one_line(images, tmp_path):
         run(dataclasses.replace(TINY, batch_size=128), images, tmp_path, "big")
 
 
-def test_failed_model_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
-    import errno
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    dest = tmp_path / "generator.keras"
-    T.save_model(model, dest)
-    good = dest.read_bytes()
-
-    def full_disk(self, path, *args, **kwargs):
-        Path(path).write_bytes(b"PK half a zip")  # part of the file is on disk when the write fails
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    monkeypatch.setattr(keras.Model, "save", full_disk)
-    with pytest.raises(OSError):
-        T.save_model(model, dest)
-    assert dest.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["generator.keras"]
-
-
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
-def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    path = tmp_path / "generator.keras"
-    T.save_model(model, path)
-    if damage == "truncate":
-        path.write_bytes(path.read_bytes()[:200])
-    elif damage == "garbage":
-        path.write_bytes(b"not a model at all" * 10)
-    else:
-        path.unlink()
-    with pytest.raises(StageError) as err:
-        T.load_model(path)
-    assert str(path) in str(err.value) and "dvc repro" in str(err.value) and "\n" not in str(err.value)
-
-
 def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path):
     """The real train CLI as two MultiWorkerMirroredStrategy workers configured by TF_CONFIG."""
     import json
@@ -250,3 +216,56 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
     runs = mlflow.search_runs(search_all_experiments=True)
     assert len(runs) == 1 and runs["tags.strategy"][0] == "MultiWorkerMirroredStrategy"
     assert runs["tags.replicas"][0] == "2"
+
+
+@pytest.mark.parametrize("model, want", [("mlp", (20_000, 1_000, 1_000, 128)), ("mlp_bn", (30_000, 1_000, 1_000, 128)),
+                                         ("dcgan", (3_000, 300, 300, 200))])
+def test_null_lengths_resolve_to_the_models_reference(model, want):
+    r = T.resolve(TrainConfig(model=model))
+    assert (r.iterations, r.sample_interval, r.checkpoint_interval, r.batch_size) == want
+
+
+def test_set_lengths_win_and_a_null_checkpoint_lands_on_an_interval_end():
+    r = T.resolve(TrainConfig(model="dcgan", iterations=50, sample_interval=7))
+    assert (r.iterations, r.sample_interval, r.checkpoint_interval) == (50, 7, 301)
+    r = T.resolve(TrainConfig(model="mlp", iterations=10, sample_interval=5, checkpoint_interval=5))
+    assert (r.iterations, r.sample_interval, r.checkpoint_interval) == (10, 5, 5)
+    # The run length is not part of what makes a checkpoint reusable; the resolved batch size is.
+    def fp(**kw):
+        return T.fingerprint(TrainConfig(model="dcgan", **kw), "h")
+
+    assert fp() == fp(iterations=9) == fp(batch_size=200) != fp(batch_size=100)
+
+
+def test_params_yaml_ships_the_reference_lengths():
+    from ganlab.config import load_params
+    cfg = load_params(ROOT / "params.yaml").train
+    assert (cfg.iterations, cfg.sample_interval, cfg.checkpoint_interval, cfg.batch_size) == (None,) * 4
+
+
+@pytest.mark.parametrize("model", ["dcgan", "mlp_bn", "mlp"])
+def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
+    """G's loss must be D's training-mode verdict on G's fakes: the D that D's own steps train.
+
+    On the old code G's step ran D in inference mode (BatchNorm on moving statistics); the
+    DCGAN then learned to fool a D nobody trained, and both losses fell to zero together.
+    """
+    from ganlab.gan import _bce
+
+    cfg = dataclasses.replace(TINY, model=model)
+    gan = T.make_gan(cfg, select_device(cfg)[0])
+    for layer in gan.discriminator.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0  # the comparison needs one dropout-free D
+    z = tf.random.stateless_normal((16, cfg.z_dim), seed=[1, 2])
+    fake = gan.generate(z, training=True)
+    d_stats = weights(gan.discriminator)
+    training_mode = float(_bce(True, gan.discriminator(fake, training=True)))
+    inference_mode = float(_bce(True, gan.discriminator(fake, training=False)))
+    for var, value in zip(gan.discriminator.weights, d_stats):
+        var.assign(value)
+    got = float(tf.function(gan.g_step)(z))
+    assert got == pytest.approx(training_mode, rel=1e-4, abs=1e-5)
+    if any(isinstance(layer, keras.layers.BatchNormalization) for layer in gan.discriminator.layers):
+        assert abs(inference_mode - training_mode) > 0.05, "the test cannot tell the two modes apart"
+    assert not changed(d_stats, weights(gan.discriminator)), "G's step moved D's BatchNorm statistics"

@@ -44,8 +44,8 @@ class PrepareConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     model: Literal["mlp", "mlp_bn", "dcgan"] = "mlp"
-    iterations: int = 20_000
-    # null means the reference value of the chosen model (see models.REFERENCE).
+    # null means the reference value of the chosen model (models.REGISTRY; train.resolve fills it in).
+    iterations: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
     beta_1: float | None = None
@@ -55,12 +55,14 @@ class TrainConfig:
     # two_step: the book's schedule, D steps on real then on fake (faithful);
     # combined: one D step on the real+fake batch.
     d_schedule: Literal["two_step", "combined"] = "two_step"
-    sample_interval: int = 1_000
+    sample_interval: int | None = None
     grid_size: int = 4
-    checkpoint_interval: int = 1_000
+    checkpoint_interval: int | None = None
     seed: int = 42
     resume: bool = True
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    # auto: float16 on GPUs with compute capability >= 7.0; bfloat16 on a CPU with native bf16
+    # (AMX-BF16 or AVX512-BF16) for the models whose benchmark gains from it; else float32.
+    mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     jit_compile: bool = False
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     # Several steps per compiled call cut Python overhead (used: its gcd with sample_interval).
@@ -69,7 +71,10 @@ class TrainConfig:
     log_models: bool = True
 
     def validate(self) -> None:
-        _check(self.iterations >= 1, "train.iterations", self.iterations, "an integer >= 1")
+        for key in ("iterations", "sample_interval", "checkpoint_interval"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"train.{key}", value,
+                   "null (the model's reference) or an integer >= 1")
         if self.batch_size is not None:
             _check(
                 1 <= self.batch_size <= 60_000,
@@ -83,14 +88,14 @@ class TrainConfig:
             _check(0 <= self.beta_1 < 1, "train.beta_1", self.beta_1, "null or in [0, 1)")
         _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
         _check(1 <= self.z_dim <= 4096, "train.z_dim", self.z_dim, "an integer in [1, 4096]")
-        _check(self.sample_interval >= 1, "train.sample_interval", self.sample_interval, "an integer >= 1")
         _check(1 <= self.grid_size <= 16, "train.grid_size", self.grid_size, "an integer in [1, 16]")
-        _check(
-            self.checkpoint_interval >= 1 and self.checkpoint_interval % self.sample_interval == 0,
-            "train.checkpoint_interval",
-            self.checkpoint_interval,
-            f"a multiple of train.sample_interval ({self.sample_interval})",
-        )
+        if self.checkpoint_interval is not None and self.sample_interval is not None:
+            _check(
+                self.checkpoint_interval % self.sample_interval == 0,
+                "train.checkpoint_interval",
+                self.checkpoint_interval,
+                f"null or a multiple of train.sample_interval ({self.sample_interval})",
+            )
         _check(self.steps_per_execution >= 1, "train.steps_per_execution", self.steps_per_execution, "an integer >= 1")
         _check(bool(self.experiment.strip()), "train.experiment", self.experiment, "a non-empty name")
 

@@ -115,13 +115,24 @@ class GAN(keras.Model):
         return loss_real, loss_fake, logits_real, logits_fake
 
     def g_step(self, z: tf.Tensor) -> tf.Tensor:
-        """Update G only, through D held fixed (inference mode: no BN statistics move either)."""
+        """Update G only, through the D that D's own steps train.
+
+        D runs in training mode, as the seeds' frozen D did inside Keras 2's `train_on_batch`:
+        BatchNorm on batch statistics and Dropout on. Under `training=False` (moving statistics)
+        G learns to fool an inference-mode D that nobody trains, while the training-mode D rejects
+        every fake, and both losses fall to zero (the DCGAN did exactly that). D's frozen weights
+        were not updated by that step either, so its BatchNorm moving statistics are put back.
+        """
         g_vars = self.generator.trainable_variables
+        frozen = self.discriminator.non_trainable_weights  # BN moving statistics (not the RNG state)
+        saved = [tf.identity(v) for v in frozen]
         with tf.GradientTape() as tape:
-            logits = self.discriminator(self.generate(z, training=True), training=False)
+            logits = self.discriminator(self.generate(z, training=True), training=True)
             g_loss = _bce(True, logits)
             scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, scaled, g_vars, tape)
+        for var, value in zip(frozen, saved):
+            var.assign(value)
         return g_loss
 
     def train_step(self, data):

@@ -111,7 +111,7 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    from ganlab.train import load_model
+    from ganlab.saving import load_model
 
     model = model if model is not None else load_model(Path(op["path"]))
     x = np.random.default_rng(0).standard_normal((4, *model.input_shape[1:])).astype(np.float32)

@@ -19,7 +19,7 @@ from ganlab.files import StageError
 def load(uri: str):
     """A Keras generator from an MLflow model URI or a local `.keras` file (safe mode on)."""
     if Path(uri).suffix == ".keras":
-        from ganlab.train import load_model
+        from ganlab.saving import load_model
 
         return load_model(Path(uri))
     import mlflow

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ganlab import models
 from ganlab.config import TrainConfig
+from ganlab.devices import select_device
 from ganlab.files import StageError, write_json
 from ganlab.gan import GAN
 from ganlab.plots import save_grid
@@ -42,77 +43,37 @@ class Diverged(StageError):
     """A loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """Settings after `null`s are replaced by the model's reference values."""
-
-    batch_size: int
-    learning_rate: float
-    beta_1: float
+RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval")
 
 
-def resolve(cfg: TrainConfig) -> Resolved:
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with every `null` replaced by the model's reference value from the seeds.
+
+    A null checkpoint_interval is the reference rounded up to a multiple of the sample interval,
+    since checkpoints are taken at the end of an interval.
+    """
     spec = models.REGISTRY[cfg.model]
-    return Resolved(
+    sample = cfg.sample_interval or spec.sample_interval
+    checkpoint = cfg.checkpoint_interval or -(-spec.checkpoint_interval // sample) * sample
+    return dataclasses.replace(
+        cfg,
+        iterations=cfg.iterations or spec.iterations,
         batch_size=cfg.batch_size or spec.batch_size,
         learning_rate=cfg.learning_rate or spec.learning_rate,
         beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
+        sample_interval=sample,
+        checkpoint_interval=checkpoint,
     )
 
 
 def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     """What makes a checkpoint reusable: everything that changes the weights, but the run length."""
-    keep = dataclasses.asdict(cfg)
+    keep = dataclasses.asdict(resolve(cfg))
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution"):
         keep.pop(key)
-    keep["resolved"] = dataclasses.asdict(resolve(cfg))
     keep["data_hash"] = data_hash
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- devices
-
-
-def select_device(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, dict[str, Any]]:
-    """Pick the distribution strategy and precision; return (strategy, what was chosen)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    chief, workers = True, 1
-    if cfg.strategy == "multi_worker":
-        # Must come before anything starts TensorFlow's runtime (listing logical devices does).
-        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        cluster = resolver.cluster_spec().as_dict()
-        if not cluster:
-            raise StageError("train.strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
-                             "see the README's 'Scaling up', or use train.strategy: auto")
-        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-        # The chief is task `chief`, or worker 0 when the cluster names none (TensorFlow's convention).
-        chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                                  and "chief" not in cluster)
-        workers = sum(len(tasks) for tasks in cluster.values())
-    elif cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(gpus) > 1):
-        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in logical])
-    else:
-        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    capable = bool(gpus) and all(
-        tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) >= (7, 0) for g in gpus
-    )
-    mixed = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and capable)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    info = {
-        "device": ",".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
-        or "cpu",
-        # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: use the public name.
-        "strategy": "MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
-        else type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": workers,
-        "chief": chief,
-        "precision": "mixed_float16" if mixed else "float32",
-        "jit_compile": cfg.jit_compile,
-    }
-    return strategy, info
 
 
 def weights_digest(gan: GAN) -> str:
@@ -126,10 +87,10 @@ def weights_digest(gan: GAN) -> str:
 def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
     """Build and compile the GAN for `cfg` under `strategy` (weights seeded by cfg.seed)."""
     keras.utils.set_random_seed(cfg.seed)
-    res = resolve(cfg)
-    if res.batch_size % strategy.num_replicas_in_sync:
+    cfg = resolve(cfg)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
         raise StageError(
-            f"train.batch_size {res.batch_size} does not split over {strategy.num_replicas_in_sync} devices; "
+            f"train.batch_size {cfg.batch_size} does not split over {strategy.num_replicas_in_sync} devices; "
             "use a multiple of the device count"
         )
     with strategy.scope():
@@ -137,14 +98,15 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
         gan = GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
 
         def adam():
-            opt = keras.optimizers.Adam(res.learning_rate, beta_1=res.beta_1)
+            opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1)
+            # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range.
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             return opt
 
         # Keras' multi-step loop fails to trace the replica id under MirroredStrategy: one step per call there.
         spe = 1 if strategy.num_replicas_in_sync > 1 else math.gcd(cfg.steps_per_execution, cfg.sample_interval)
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), batch_size=res.batch_size,
+        gan.compile(d_optimizer=adam(), g_optimizer=adam(), batch_size=cfg.batch_size,
                     jit_compile=cfg.jit_compile, steps_per_execution=spe)
         # Build optimizer slots now so a checkpoint can restore into them.
         gan.d_optimizer.build(d.trainable_variables)
@@ -304,10 +266,11 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     may add to it (e.g. the MLflow run id); `on_interval(row, grid_png)` runs at the end of every
     sample interval. A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
     """
+    cfg = resolve(cfg)
     # Same params and seed, same losses: costs little for these small networks on CPU.
     tf.config.experimental.enable_op_determinism()
-    if resolve(cfg).batch_size > len(images):
-        raise StageError(f"train.batch_size {resolve(cfg).batch_size} is larger than the {len(images)} training "
+    if cfg.batch_size > len(images):
+        raise StageError(f"train.batch_size {cfg.batch_size} is larger than the {len(images)} training "
                          "images; lower train.batch_size")
     strategy, device = select_device(cfg)
     log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
@@ -410,26 +373,3 @@ def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device:
 
 def _f(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 5)
-
-
-def save_model(model: keras.Model, dest: Path) -> None:
-    """Save a Keras model atomically (Keras insists on the `.keras` suffix, so the temp name keeps it)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_model(path: Path) -> keras.Model:
-    """Load a model saved by `save_model` (safe mode on); StageError if it is missing or broken."""
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing; run `dvc repro`") from None
-    except Exception as exc:  # Keras raises many types for a damaged zip/h5
-        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); rebuild it with `dvc repro -f`") from None
-
-

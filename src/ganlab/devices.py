@@ -1,0 +1,91 @@
+"""Where and in what precision `train` runs: the distribution strategy and the mixed-precision policy.
+
+`mixed_precision: auto` picks float16 on GPUs that run it fast (compute capability >= 7.0), and
+bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags), but only for the
+models whose benchmark gained from it (`ModelSpec.cpu_bf16`). Everywhere else it is float32, so a
+CPU without bf16 is never slowed down and the book's MLP keeps its numerics.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ganlab import models
+from ganlab.config import TrainConfig
+from ganlab.files import StageError
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU's model name and which native bf16 instruction sets its flags list."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux: no flags to read, so no bf16 claimed
+        pass
+    return {"cpu": model, "bf16_flags": [f for f in BF16_FLAGS if f in flags]}
+
+
+def choose_precision(cfg: TrainConfig, gpu_capabilities: list[tuple[int, int]], cpu: dict[str, Any]) -> str:
+    """The Keras dtype policy for `cfg` on this hardware: float32, mixed_float16 or mixed_bfloat16."""
+    if cfg.mixed_precision != "auto":
+        return POLICIES[cfg.mixed_precision]
+    if gpu_capabilities:
+        return "mixed_float16" if all(cc >= (7, 0) for cc in gpu_capabilities) else "float32"
+    if cpu["bf16_flags"] and models.REGISTRY[cfg.model].cpu_bf16:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def select_device(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, dict[str, Any]]:
+    """Pick the distribution strategy and precision, set the policy; return (strategy, what was chosen)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    chief, workers = True, 1
+    if cfg.strategy == "multi_worker":
+        # Must come before anything starts TensorFlow's runtime (listing logical devices does).
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        cluster = resolver.cluster_spec().as_dict()
+        if not cluster:
+            raise StageError("train.strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
+                             "see the README's 'Scaling up', or use train.strategy: auto")
+        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        # The chief is task `chief`, or worker 0 when the cluster names none (TensorFlow's convention).
+        chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                  and "chief" not in cluster)
+        workers = sum(len(tasks) for tasks in cluster.values())
+    elif cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(gpus) > 1):
+        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in logical])
+    else:
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    details = [tf.config.experimental.get_device_details(g) for g in gpus]
+    cpu = cpu_info()
+    policy = choose_precision(cfg, [d.get("compute_capability", (0, 0)) for d in details], cpu)
+    keras.mixed_precision.set_global_policy(policy)
+    info = {
+        "device": ",".join(d.get("device_name", g.name) for d, g in zip(details, gpus)) or "cpu",
+        "cpu": cpu["cpu"],
+        "cpu_bf16": ",".join(cpu["bf16_flags"]) or "none",
+        # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: use the public name.
+        "strategy": "MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
+        else type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": workers,
+        "chief": chief,
+        "precision": policy,
+        "jit_compile": cfg.jit_compile,
+    }
+    return strategy, info

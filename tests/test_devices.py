@@ -1,0 +1,51 @@
+"""The precision `train` picks on each kind of hardware, and what the CPU's flags say."""
+
+import pytest
+
+from ganlab import devices
+from ganlab.config import TrainConfig
+
+XEON_AMX = {"cpu": "Intel Xeon", "bf16_flags": ["amx_bf16", "avx512_bf16"]}
+EPYC_ZEN3 = {"cpu": "AMD EPYC", "bf16_flags": []}
+
+
+@pytest.mark.parametrize("model, gpus, cpu, want", [
+    ("dcgan", [], XEON_AMX, "mixed_bfloat16"),     # native bf16, and the DCGAN gains from it
+    ("mlp", [], XEON_AMX, "float32"),              # the book's MLP gains nothing: keep its numerics
+    ("mlp_bn", [], XEON_AMX, "float32"),           # not measured to gain
+    ("dcgan", [], EPYC_ZEN3, "float32"),           # emulated bf16 would only slow it down
+    ("dcgan", [(9, 0)], EPYC_ZEN3, "mixed_float16"),
+    ("mlp", [(8, 0), (7, 0)], XEON_AMX, "mixed_float16"),
+    ("dcgan", [(6, 1)], XEON_AMX, "float32"),      # an old GPU: no fast float16, and no CPU bf16 on a GPU run
+])
+def test_auto_precision(model, gpus, cpu, want):
+    assert devices.choose_precision(TrainConfig(model=model), gpus, cpu) == want
+
+
+@pytest.mark.parametrize("setting, want", [("off", "float32"), ("float16", "mixed_float16"),
+                                           ("bfloat16", "mixed_bfloat16")])
+def test_explicit_precision_wins(setting, want):
+    for cpu in (XEON_AMX, EPYC_ZEN3):
+        assert devices.choose_precision(TrainConfig(model="dcgan", mixed_precision=setting), [(9, 0)], cpu) == want
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"
+                    "flags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n")
+    assert devices.cpu_info(info) == {"cpu": "Intel(R) Xeon(R) Platinum 8480C",
+                                      "bf16_flags": ["amx_bf16", "avx512_bf16"]}
+    info.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n")
+    assert devices.cpu_info(info)["bf16_flags"] == []
+    assert devices.cpu_info(tmp_path / "missing")["bf16_flags"] == []
+
+
+def test_auto_on_this_machine_applies_a_policy_and_records_it():
+    _, info = devices.select_device(TrainConfig(model="dcgan"))
+    want = "mixed_bfloat16" if devices.cpu_info()["bf16_flags"] and info["device"] == "cpu" else None
+    assert info["precision"] in ("float32", "mixed_float16", "mixed_bfloat16")
+    assert want is None or info["precision"] == want
+    assert info["cpu_bf16"] == (",".join(devices.cpu_info()["bf16_flags"]) or "none")
+    import keras
+    assert keras.mixed_precision.global_policy().name == info["precision"]
+    keras.mixed_precision.set_global_policy("float32")
