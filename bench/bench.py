@@ -106,7 +106,7 @@ def train_stage_peak_rss(iterations: int) -> tuple[float, float]:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
-                        "--data", str(ROOT / "data/prepared"), "--manifest", str(ROOT / "metrics/prepare.json"),
+                        "--data", str(ROOT / "data/prepared"),
                         "--out", f"{tmp}/out", "--checkpoints", f"{tmp}/ckpt", "--metrics", f"{tmp}/m.json",
                         "--plots", f"{tmp}/plots"], check=True, env=env, cwd=tmp, capture_output=True)
         seconds = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Stage `train`: train the GAN in params.yaml's `train` section and track it in MLflow.
 
-Run: python pipeline/train.py --data data/prepared --manifest metrics/prepare.json --out outputs/train \
+Run: python pipeline/train.py --data data/prepared --out outputs/train \
          --checkpoints checkpoints/train --metrics metrics/train.json --plots plots/train
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from ganlab import tracking
 from ganlab.cli import run_stage
 from ganlab.config import flatten, load_params
-from ganlab.data import load_split
-from ganlab.files import read_json, write_json
+from ganlab.data import data_info, load_split
+from ganlab.files import write_json
 from ganlab.plots import history_figures, save_figure
 from ganlab.runlog import TrainTracking
 from ganlab.saving import save_model
@@ -29,7 +29,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoints", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
@@ -37,19 +36,19 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = params.train
-    manifest = read_json(args.manifest, "the prepare manifest")
-    images, _ = load_split(args.data, "train", manifest)
+    data_hash = data_info(args.data)["data_hash"]
+    images, _ = load_split(args.data, "train")
     signal.signal(signal.SIGTERM, _sigterm)
 
     logged = {k: str(v) for k, v in flatten(params).items() if k.split(".")[0] in ("prepare", "train")}
     # Both the raw values (null = the model's reference) and what they resolved to.
     resolved = resolve(cfg)
     logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
-    tags = {**tracking.git_info(), "data_hash": manifest["data_hash"], "data_source": manifest["source"],
+    tags = {**tracking.git_info(), "data_hash": data_hash,
             "model": cfg.model}
     mlrun = TrainTracking(cfg.experiment, f"{cfg.model}-{cfg.seed}", logged, tags, args.out / "mlflow_run.json")
     try:
-        result = train(cfg, images, manifest["data_hash"], args.out / "samples", args.checkpoints,
+        result = train(cfg, images, data_hash, args.out / "samples", args.checkpoints,
                        on_start=mlrun.on_start, on_interval=mlrun.on_interval)
     except BaseException as exc:
         mlrun.stopped(exc)

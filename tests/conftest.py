@@ -145,7 +145,7 @@ def start_train(dest: Path, env: dict, name: str, **train) -> tuple[subprocess.P
     params["train"].update(train)
     (dest / f"{name}.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, "pipeline/train.py", "--params", f"{name}.yaml", "--data", "data/prepared",
-           "--manifest", "metrics/prepare.json", "--out", f"{name}/out", "--checkpoints", f"{name}/ckpt",
+           "--out", f"{name}/out", "--checkpoints", f"{name}/ckpt",
            "--metrics", f"{name}/train.json", "--plots", f"{name}/plots"]
     return subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), cmd
 

@@ -31,7 +31,7 @@ def test_dag_order(project):
     dest, env = project
     dag = sh(["dvc", "dag", "--dot"], dest, env).stdout
     edges = set(re.findall(r'"(\w+)" -> "(\w+)"', dag))
-    for edge in (("prepare", "train"), ("train", "evaluate"), ("classifier", "evaluate"), ("evaluate", "report")):
+    for edge in (("validate", "prepare"), ("prepare", "train"), ("train", "evaluate"), ("classifier", "evaluate"), ("evaluate", "report")):
         assert edge in edges, dag
 
 
@@ -52,6 +52,59 @@ def test_repro_writes_every_output_and_is_idempotent(project, repro):
     assert "Data and pipelines are up to date" in again.stdout + again.stderr
     shown = sh(["dvc", "metrics", "show"], dest, env).stdout
     assert "quality.frechet_distance" in shown and "iterations_per_s" in shown
+
+
+def _project_imports(path, seen: set) -> set:
+    """Files of src/ganlab that `path` imports, directly or through other project modules."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ganlab"):
+            names = [node.module] if node.module != "ganlab" else [f"ganlab.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("ganlab.")]
+        for name in names:
+            f = ROOT / "src" / (name.replace(".", "/") + ".py")
+            if f.exists() and f not in seen:
+                seen.add(f)
+                _project_imports(f, seen)
+    return seen
+
+
+def test_every_stage_depends_on_every_module_its_script_imports():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        script = ROOT / re.search(r"pipeline/\w+\.py", stage["cmd"]).group(0)
+        deps = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
+        used = {str(f.relative_to(ROOT)) for f in _project_imports(script, set())}
+        assert str(script.relative_to(ROOT)) in deps, name
+        assert not used - deps, f"stage {name} imports {sorted(used - deps)} without depending on them"
+
+
+def test_rerunning_prepare_leaves_train_up_to_date(project, repro):
+    dest, env = project
+    # The README's advice for a damaged array; the source becomes `cache`, the data stays the same.
+    sh(["dvc", "repro", "-f", "prepare"], dest, env)
+    status = sh(["dvc", "status"], dest, env).stdout
+    for stage in ("train", "classifier", "evaluate"):
+        assert f"{stage}:" not in status, status
+
+
+def test_a_bad_param_is_refused_before_any_output_is_deleted(project, repro):
+    dest, env = project
+    good = (dest / "params.yaml").read_text()
+    before = {p: p.read_bytes() for p in (dest / "metrics/train.json", dest / "plots/train/history.csv")}
+    params = yaml.safe_load(good)
+    params["train"]["modle"] = "dcgan"
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        bad = subprocess.run(["dvc", "repro"], cwd=dest, env=env, capture_output=True, text=True)
+    finally:
+        (dest / "params.yaml").write_text(good)
+    assert bad.returncode != 0
+    assert "validate: error: params.yaml: unknown key train.modle; did you mean train.model?" in bad.stderr
+    assert {p: p.read_bytes() for p in before} == before and (dest / "outputs/train/generator.keras").exists()
 
 
 def test_report_html_is_self_contained_and_images_decode(project, repro):

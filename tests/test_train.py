@@ -184,7 +184,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
     data.mkdir()
     save_scaled(np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8), data / "train_x.npy")
     np.save(data / "train_y.npy", np.arange(64, dtype=np.uint8) % 10)
-    (tmp_path / "manifest.json").write_text(json.dumps({"data_hash": "h", "source": "test", "counts": {"train": 64}}))
+    (data / "data.json").write_text(json.dumps({"data_hash": "h", "counts": {"train": 64}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {
         "strategy": "multi_worker", "iterations": 10, "sample_interval": 5, "checkpoint_interval": 5,
         "batch_size": 16, "width": 0.25, "steps_per_execution": 5}}))
@@ -198,7 +198,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "pipeline/train.py"), "--params", str(tmp_path / "params.yaml"),
-             "--data", str(data), "--manifest", str(tmp_path / "manifest.json"), "--out", "out",
+             "--data", str(data), "--out", "out",
              "--checkpoints", "ckpt", "--metrics", "train.json", "--plots", "plots"],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]

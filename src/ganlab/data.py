@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ganlab.config import PrepareConfig
-from ganlab.files import StageError, atomic_path, sha256_bytes, sha256_file, write_bytes
+from ganlab.files import StageError, atomic_path, read_json, sha256_bytes, sha256_file, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ PACKAGE_FILE = "mnist/data/mnist.pkl.gz"
 PACKAGE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 SOURCE_ORDER = ("cache", "download", "package")
+# Beside the arrays: their hash and counts, for the stages that read them.
+DATA_INFO = "data.json"
+# The cheapest repair of a damaged prepared array: DVC's cache holds the good copy.
+REPAIR = "restore it with `dvc checkout data/prepared` (or `dvc repro -f prepare` if that finds no copy)"
 
 
 class SourceError(Exception):
@@ -293,22 +297,34 @@ def prepare(cfg: PrepareConfig, raw_dir: Path, out_dir: Path) -> dict:
     manifest["data_hash"] = sha256_bytes("".join(sorted(manifest["sha256"].values())).encode())[:16]
     pixels = arrays["train_images"]
     manifest["value_range"] = [float(pixels.min()) / 127.5 - 1.0, float(pixels.max()) / 127.5 - 1.0]
+    # What later stages read travels with the arrays, without the source: re-running prepare from
+    # the cache instead of the package gives the same data, and must not make `train` stale.
+    write_json(out_dir / DATA_INFO, {k: v for k, v in manifest.items() if k != "source"})
     return manifest
 
 
+def data_info(data_dir: Path) -> dict:
+    """The description of the prepared arrays in `data_dir` (hash, counts), written by `prepare`."""
+    return read_json(data_dir / DATA_INFO, "the prepared data's description")
+
+
 def load_split(data_dir: Path, split: str, manifest: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map `split`'s images and load its labels; StageError if they are missing or broken."""
+    """Memory-map `split`'s images and load its labels; StageError if they are missing or broken.
+
+    The image count is checked against `manifest`, or else the folder's own description.
+    """
     x_path, y_path = data_dir / f"{split}_x.npy", data_dir / f"{split}_y.npy"
     try:
         x = np.load(x_path, mmap_mode="r", allow_pickle=False)
         y = np.load(y_path, allow_pickle=False)
     except FileNotFoundError as exc:
-        raise StageError(f"{exc.filename} is missing; run `dvc repro prepare`") from None
+        raise StageError(f"{exc.filename} is missing; {REPAIR}") from None
     except ValueError as exc:
-        raise StageError(f"{data_dir}/{split}_*.npy is corrupted ({exc}); run `dvc repro -f prepare`") from None
+        raise StageError(f"{data_dir}/{split}_*.npy is corrupted ({exc}); {REPAIR}") from None
     if x.ndim != 4 or x.shape[1:] != (28, 28, 1) or len(x) != len(y):
-        raise StageError(f"{x_path} has shape {x.shape} for {len(y)} labels; run `dvc repro -f prepare`")
+        raise StageError(f"{x_path} has shape {x.shape} for {len(y)} labels; {REPAIR}")
+    if manifest is None and (data_dir / DATA_INFO).exists():
+        manifest = data_info(data_dir)
     if manifest is not None and len(x) != manifest["counts"][split]:
-        raise StageError(f"{x_path} holds {len(x)} images, the manifest says {manifest['counts'][split]}; "
-                         "run `dvc repro -f prepare`")
+        raise StageError(f"{x_path} holds {len(x)} images, the manifest says {manifest['counts'][split]}; {REPAIR}")
     return x, y

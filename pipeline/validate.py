@@ -1,0 +1,28 @@
+"""Stage `validate`: check the whole params.yaml before any other stage runs.
+
+DVC deletes a stage's outputs just before it runs the stage, so a bad value found by the stage
+itself has already cost the last good outputs. Every stage depends on this one's output, which
+never changes while params.yaml is valid: the order is enforced, and nothing goes stale.
+
+Run: python pipeline/validate.py --out outputs/validate/params.ok
+"""
+
+import argparse
+from pathlib import Path
+
+from ganlab.cli import run_stage
+from ganlab.config import load_params
+from ganlab.files import write_bytes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    load_params(args.params)  # raises ConfigError, one line, on the first bad key or value
+    write_bytes(args.out, b"params.yaml is valid\n")
+
+
+if __name__ == "__main__":
+    run_stage("validate", main)
