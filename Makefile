@@ -28,7 +28,7 @@ setup-gpu: $(STAMP) ## Add TensorFlow's CUDA wheels (GPU machines only)
 
 run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
 	dvc repro
-	@echo "Report: reports/report.html   MLflow UI: make ui"
+	@$(PY) -m ganlab.tracking
 
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest
@@ -42,7 +42,8 @@ bench-gpu: $(STAMP) ## On a GPU machine (after make setup-gpu): mlp and dcgan, m
 	$(PY) bench/bench.py --matrix-only --out bench/results-gpu.json
 
 ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
-	@echo "MLflow UI: http://$(HOST):$(PORT)"
+	@$(PY) -m ganlab.tracking | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/'
+
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
 
 server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1

@@ -44,7 +44,8 @@ def main() -> None:
     if cfg.register and info.get("generator_uri"):
         champion = run.register(info["generator_uri"], cfg.registered_model, m_eval["quality"]["frechet_distance"])
 
-    link = f"http://127.0.0.1:5000/#/experiments/{info.get('experiment_id')}/runs/{run.run_id} (after `make ui`)"
+    exp_page = f"http://127.0.0.1:5000/{tracking.ui_link(info.get('experiment_id', ''))}"
+    link = f"{exp_page.replace('?', f'/runs/{run.run_id}?')} (after `make ui`; all runs: {exp_page})"
     cm = m_eval["confusion"]
     identity = [
         f"MLflow run `{run.run_id}`: {link}",
@@ -91,8 +92,7 @@ def main() -> None:
     run.log_artifact(page, "report")
     run.log_artifact(md, "report")
     run.save_pending("report")
-    print(f"report: {page.resolve()}\n  open it in a browser, or run `make ui` for MLflow at "
-          f"{tracking.redact(tracking.tracking_uri())}")
+    print(f"report: {page.resolve()}\n  MLflow: run `make ui`, then open {exp_page}")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,13 @@ def main() -> None:
     # Both the raw values (null = the model's reference) and what they resolved to.
     resolved = resolve(cfg)
     logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
-    tags = {**tracking.git_info(), "data_hash": data_hash,
-            "model": cfg.model}
-    mlrun = TrainTracking(cfg.experiment, f"{cfg.model}-{cfg.seed}", logged, tags, args.out / "mlflow_run.json")
+    dvc_exp = tracking.dvc_experiment()
+    tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model}
+    # Names that tell runs apart in a list, led by the DVC experiment's name when there is one.
+    name = f"{cfg.model}-{resolved.iterations}it-{cfg.d_schedule}-seed{cfg.seed}"
+    if "dvc_experiment" in dvc_exp:
+        name = f"{dvc_exp['dvc_experiment']} ({name})"
+    mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
     try:
         result = train(cfg, images, data_hash, args.out / "samples", args.checkpoints,
                        on_start=mlrun.on_start, on_interval=mlrun.on_interval)
@@ -67,7 +71,9 @@ def main() -> None:
     result.history.to_csv(args.plots / "history.csv", index=False)
     figures = [save_figure(fig, args.out / f"{name}.png") for name, fig in history_figures(result.history).items()]
     device = result.state["device"]
+    # The run id lets `dvc exp show` lead to the MLflow run of each experiment.
     metrics = {**result.metrics, "model": cfg.model, "precision": device["precision"],
+               "mlflow_run_id": mlrun.run.run_id if mlrun.run else None,
                **{f"device_{k}": v for k, v in device.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(args.metrics, metrics)

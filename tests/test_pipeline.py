@@ -31,7 +31,8 @@ def test_dag_order(project):
     dest, env = project
     dag = sh(["dvc", "dag", "--dot"], dest, env).stdout
     edges = set(re.findall(r'"(\w+)" -> "(\w+)"', dag))
-    for edge in (("validate", "prepare"), ("prepare", "train"), ("train", "evaluate"), ("classifier", "evaluate"), ("evaluate", "report")):
+    for edge in (("validate", "prepare"), ("prepare", "train"), ("train", "evaluate"), ("classifier", "evaluate"),
+                 ("evaluate", "report")):
         assert edge in edges, dag
 
 

@@ -93,6 +93,11 @@ def execute(run_id: str, op: dict, model: Any = None) -> Any:
         client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in op["metrics"].items()])
     elif kind == "artifact":
         client.log_artifact(run_id, op["path"], op["artifact_path"])
+    elif kind == "image":
+        import matplotlib.pyplot as plt
+
+        # A keyed image with its iteration as the step: the UI's image slider shows the progression.
+        client.log_image(run_id, plt.imread(op["path"])[..., :3], key=op["key"], step=op["step"])
     elif kind == "model":
         return _log_model(run_id, op, model)
     elif kind == "register":
@@ -185,6 +190,9 @@ class RunLog:
     def log_artifact(self, path: Path, artifact_path: str) -> None:
         self.submit({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
+    def log_image(self, path: Path, key: str, step: int) -> None:
+        self.submit({"op": "image", "path": str(Path(path).resolve()), "key": key, "step": step})
+
     def log_model(self, model: Any, name: str, saved_at: Path) -> str | None:
         """Log a Keras model (saved at `saved_at`, which a replay loads); return its model URI."""
         info = self.submit({"op": "model", "name": name, "path": str(Path(saved_at).resolve())}, model)
@@ -246,7 +254,7 @@ class TrainTracking:
 
     def on_interval(self, row: dict, grid: Path) -> None:
         self.run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, row["iteration"])
-        self.run.log_artifact(grid, "samples")
+        self.run.log_image(grid, "samples", row["iteration"])
 
     def stopped(self, exc: BaseException) -> None:
         # Never leave the run "running": an interrupted run is KILLED, anything else FAILED.

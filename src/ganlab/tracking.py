@@ -79,6 +79,18 @@ def git_info() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
+def dvc_experiment() -> dict[str, str]:
+    """The DVC experiment this stage runs in, as run tags: DVC puts its name and baseline in the
+    environment of `dvc exp run`; a plain `dvc repro` or a direct call has neither."""
+    names = {"DVC_EXP_NAME": "dvc_experiment", "DVC_EXP_BASELINE_REV": "dvc_baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
+def ui_link(experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's training runs (not the GenAI views it opens on by default)."""
+    return f"#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"confusion": {"tp": 1}} -> {"confusion.tp": 1}: MLflow keys for a nested DVC metrics dict."""
     out: dict[str, Any] = {}
@@ -88,3 +100,22 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def main() -> None:
+    """Print where to look after a run: the report and the MLflow page of its training runs."""
+    import json
+    import sys
+
+    root = project_root()
+    try:
+        exp = json.loads((root / "outputs/train/mlflow_run.json").read_text()).get("experiment_id", "")
+    except (OSError, ValueError):
+        exp = ""
+    print(f"report: {root / 'reports/report.html'}")
+    where = f"http://127.0.0.1:5000/{ui_link(exp)}" if exp else "http://127.0.0.1:5000"
+    print(f"  MLflow: run `make ui`, then open {where}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
