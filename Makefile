@@ -10,6 +10,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
+# A venv copied or moved from another folder still points there (its scripts' #! lines, the editable
+# install of src/): it would run the other folder's code, or nothing. Rebuild it in place.
+ifneq ($(wildcard $(VENV)/bin/activate),)
+ifeq ($(shell grep -qxF 'VIRTUAL_ENV="$(abspath $(VENV))"' $(VENV)/bin/activate && echo here),)
+$(info $(VENV) was made in another folder; rebuilding it here)
+$(shell rm -rf $(VENV))
+endif
+endif
+
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -63,8 +72,15 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 	dvc exp run --run-all --jobs $(JOBS)
 	@if dvc queue status | grep -q Failed; then \
 	  echo "sweep: error: some experiments failed; read why with: dvc queue logs <name>" >&2; exit 1; fi
-	dvc exp show --only-changed --drop 'Created|State|Executor' --sort-by quality.frechet_distance --sort-order asc
+	$(MAKE) --no-print-directory exps ARGS="--sort-by quality.frechet_distance --sort-order asc"
 	$(PY) -m ganlab.compare --out compare.png
+
+# `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the params that differ,
+# the key metrics and the MLflow run id of each experiment.
+EXPS_DROP ?= /|\.py$$|^Created$$|sha256|counts|source|class_histogram|value_range|^noise\.|^reference\.|device_|final_|min_g_loss|train_seconds|resumed|test_loss|train_images|^confusion\.(f1|fn|fp|tn|tp|mean|precision|recall)
+EXPS_KEEP ?= ^Experiment$$|^train\.model$$|^iterations(_per_s)?$$|^precision$$|^mlflow_run_id$$|^quality\.(frechet_distance|classifier_score|modes_covered)$$|^confusion\.accuracy$$
+exps: $(STAMP) ## Compare DVC experiments: params that differ, key metrics, MLflow run ids
+	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
 	$(PY) -m ganlab.compare --out compare.png
@@ -81,4 +97,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench bench-gpu ui server resend sweep compare lint lock clean
+.PHONY: help setup setup-gpu run test bench bench-gpu ui server resend sweep exps compare lint lock clean

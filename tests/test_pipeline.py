@@ -289,3 +289,15 @@ def test_second_repro_at_once_is_refused_and_first_is_unharmed(project, repro):
     assert first.wait(timeout=300) == 0, (dest / "first.log").read_text()[-3000:]
     assert json.loads((dest / "metrics/train.json").read_text())["iterations"] == 1500
     assert "up to date" in sh(["dvc", "status", "train"], dest, env).stdout
+
+
+@pytest.mark.parametrize("made_in, kept", [("elsewhere", False), ("here", True)])
+def test_make_rebuilds_a_venv_made_in_another_folder(tmp_path, made_in, kept):
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    where = tmp_path / ".venv" if made_in == "here" else "/some/other/project/.venv"
+    (venv / "activate").write_text(f'VIRTUAL_ENV="{where}"\n')
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
+    out = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert (venv / "activate").exists() == kept
+    assert ("made in another folder" in out.stdout + out.stderr) != kept
