@@ -61,3 +61,35 @@ def test_interpolation_and_neighbours():
     train = np.random.default_rng(0).uniform(-1, 1, (50, 28, 28, 1)).astype(np.float32)
     idx = ev.nearest_neighbours(train[[7, 31]] + 0.01, train, chunk=16)
     assert idx.tolist() == [7, 31]
+
+
+def test_the_stage_work_on_tiny_models(tmp_path):
+    """judge, confusion_rows and pictures end to end on untrained tiny models and 40 fake images."""
+    import keras
+
+    from ganlab import models
+    from ganlab.classifier import build_classifier
+    from ganlab.config import EvaluateConfig
+
+    g, d = models.build("mlp", z_dim=8, width=0.1)
+    rng = np.random.default_rng(0)
+    x_train = rng.uniform(-1, 1, (40, 28, 28, 1)).astype(np.float32)
+    x_test = rng.uniform(-1, 1, (30, 28, 28, 1)).astype(np.float32)
+    cfg = EvaluateConfig(n_samples=20, pr_k=2, n_interpolations=2, n_neighbours=3)
+    keras.utils.set_random_seed(0)
+    metrics, d_real, d_fake = ev.judge(g, d, build_classifier(), x_train, x_test, cfg, z_dim=8)
+    cm = metrics["confusion"]
+    assert cm["tp"] + cm["fn"] == 20 and cm["tn"] + cm["fp"] == 20 and d_real.shape == d_fake.shape == (20, 1)
+    assert set(metrics) == {"confusion", "quality", "reference", "noise"}
+    assert 0 <= metrics["quality"]["modes_covered"] <= 10 and metrics["quality"]["frechet_distance"] >= 0
+    again, _, _ = ev.judge(g, d, build_classifier(), x_train, x_test, cfg, z_dim=8)
+    assert again["confusion"] == cm  # same seed, same fakes, same verdicts
+
+    rows = ev.confusion_rows(d_real, d_fake)
+    assert list(rows.columns) == ["actual", "predicted"] and len(rows) == 40
+    assert (rows.predicted[:20] == "real").sum() == cm["tp"] and (rows.predicted[20:] == "fake").sum() == cm["tn"]
+
+    files = ev.pictures(g, x_train, cm, cfg, 8, tmp_path / "out")
+    assert sorted(f.name for f in files) == sorted(["grid_4x4.png", "grid_5x5.png", "grid_10x10.png",
+                                                    "interpolation.png", "neighbours.png", "confusion.png"])
+    assert all(f.stat().st_size > 0 for f in files)

@@ -10,11 +10,15 @@ the "perfect" reference.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 
 from ganlab import classifier as clf
+from ganlab.config import EvaluateConfig
+from ganlab.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
 def confusion(d_real: np.ndarray, d_fake: np.ndarray, threshold: float = 0.5) -> dict:
@@ -161,3 +165,55 @@ def nearest_neighbours(samples: np.ndarray, train: np.ndarray, chunk: int = 10_0
         best[better] = d2[np.arange(len(s)), j][better]
         idx[better] = start + j[better]
     return idx
+
+
+# ---------------------------------------------------------------- the stage's work
+
+
+def _sigmoid(logits) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+
+
+def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.ndarray, cfg: EvaluateConfig,
+          z_dim: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """D's confusion matrix on real test images against as many fresh fakes, and the quality of those
+    fakes next to real train images (the reference) and noise; return (metrics, D(real), D(fake)).
+
+    The metrics dict is the one DVC's metrics file and MLflow both get.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    n = min(cfg.n_samples, len(x_test), len(x_train))
+    real = np.asarray(x_test[:n])  # never seen in training
+    fakes = generator.predict(rng.standard_normal((n, z_dim)).astype(np.float32), batch_size=1000, verbose=0)
+    d_real = _sigmoid(discriminator.predict(real, batch_size=1000, verbose=0))
+    d_fake = _sigmoid(discriminator.predict(fakes, batch_size=1000, verbose=0))
+    ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
+    q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed)
+    metrics = {"confusion": confusion(d_real, d_fake), "quality": q["generated"], "reference": q["real_reference"],
+               "noise": q["noise_reference"]}
+    return metrics, d_real, d_fake
+
+
+def confusion_rows(d_real: np.ndarray, d_fake: np.ndarray) -> pd.DataFrame:
+    """One row per judged image (actual, predicted), the form DVC's confusion template draws."""
+    return pd.DataFrame({
+        "actual": ["real"] * len(d_real) + ["fake"] * len(d_fake),
+        "predicted": np.where(np.concatenate([np.ravel(d_real), np.ravel(d_fake)]) >= 0.5, "real", "fake"),
+    })
+
+
+def pictures(generator, x_train: np.ndarray, cm: dict, cfg: EvaluateConfig, z_dim: int, out: Path) -> list[Path]:
+    """Grids (4x4, 5x5, 10x10), latent interpolations, nearest training images and the confusion
+    heatmap, all from fixed z so that runs compare picture for picture; return the files."""
+    out.mkdir(parents=True, exist_ok=True)
+    z_fixed = np.random.default_rng(0).standard_normal((100, z_dim)).astype(np.float32)
+    grids = generator.predict(z_fixed, verbose=0)
+    files = [save_grid(grids, rows, out / f"grid_{rows}x{rows}.png") for rows in (4, 5, 10)]
+    z_pairs = np.random.default_rng(1).standard_normal((cfg.n_interpolations, 2, z_dim)).astype(np.float32)
+    strip = np.concatenate([generator.predict(interpolate(a, b, 10), verbose=0) for a, b in z_pairs])
+    files.append(save_image(tile(strip, cfg.n_interpolations, 10), out / "interpolation.png"))
+    sample = grids[: cfg.n_neighbours]
+    nearest = np.stack([x_train[i] for i in nearest_neighbours(sample, x_train)])
+    files.append(save_image(neighbours_picture(sample, nearest), out / "neighbours.png"))
+    files.append(save_figure(confusion_figure(cm), out / "confusion.png"))
+    return files
