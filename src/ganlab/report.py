@@ -23,8 +23,9 @@ RUN_COLUMNS = {
     "metrics.eval_confusion.accuracy": "D accuracy",
     "metrics.train_iterations_per_s": "it/s",
     "params.train.model": "model",
-    "params.train.iterations": "iterations",
+    "params.train.resolved.iterations": "iterations",
     "params.train.d_schedule": "D schedule",
+    "tags.precision": "precision",
 }
 BEST_BY = "metrics.eval_quality.frechet_distance"
 
@@ -131,3 +132,54 @@ def metric_rows(quality: dict, reference: dict, noise: dict) -> pd.DataFrame:
          "better": better[k]}
         for k in better
     ])
+
+
+def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: str) -> list[str]:
+    """The lines that say which run this is: MLflow run, commit, data, model, length, device, precision."""
+    lines = [
+        f"MLflow run `{run_id}`: {link}",
+        f"git commit `{tags.get('git_commit', 'unknown')[:12]}`"
+        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
+        f"data: MNIST from `{m_prep['source']}`, hash `{m_prep['data_hash']}`, "
+        f"{m_prep['counts']['train']:,} train / {m_prep['counts']['test']:,} test images",
+        f"model `{tcfg.model}`, {m_train['iterations']:,} iterations, D schedule `{tcfg.d_schedule}`, "
+        f"seed {tcfg.seed}",
+        f"device {tags.get('device', '?')} (CPU {tags.get('cpu', '?')}, native bf16: {tags.get('cpu_bf16', '?')}; "
+        f"{tags.get('strategy', '?')}), precision {m_train.get('precision', tags.get('precision', '?'))}, "
+        f"{m_train['iterations_per_s']} iterations/s",
+    ]
+    if "dvc_experiment" in tags:
+        baseline = tags.get("dvc_baseline_rev", "?")[:12]
+        lines.append(f"DVC experiment `{tags['dvc_experiment']}` on baseline `{baseline}`")
+    if m_train.get("resumed"):
+        lines.append(f"resumed from a checkpoint at iteration {tags.get('resumed_at', '?')}")
+    return lines
+
+
+def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Path, m_eval: dict, m_clf: dict,
+             n_samples: int, runs: pd.DataFrame | None, run_id: str) -> list[Section]:
+    """The report's sections, in reading order, from the stages' outputs and metrics."""
+    cm = m_eval["confusion"]
+    prog = progression(sorted((train_dir / "samples").glob("iter_*.png")), out_dir / "progression.png")
+    return [
+        Section("Run", [("p", line) for line in lines]),
+        Section("Training curves", [("img", train_dir / "loss.png", "Losses per sample interval"),
+                                    ("img", train_dir / "accuracy.png", "Discriminator accuracy on real and fake")]),
+        Section("Samples over training", [("img", prog, "Sample grids from the fixed z")] if prog else []),
+        Section("Final samples", [("img", evaluate_dir / "grid_10x10.png", "100 samples from a fixed z"),
+                                  ("img", evaluate_dir / "interpolation.png", "Latent interpolations"),
+                                  ("img", evaluate_dir / "neighbours.png",
+                                   "Samples (top) and their nearest training images (bottom)")]),
+        Section("Discriminator on real test images vs fresh fakes", [
+            ("p", f"TP {cm['tp']}, FN {cm['fn']}, TN {cm['tn']}, FP {cm['fp']}: accuracy {cm['accuracy']:.3f}, "
+                  f"precision {cm['precision']:.3f}, recall {cm['recall']:.3f}, F1 {cm['f1']:.3f}; "
+                  f"mean D(x) on real {cm['mean_d_real']:.3f}, on fake {cm['mean_d_fake']:.3f}."),
+            ("img", evaluate_dir / "confusion.png", "Confusion matrix")]),
+        Section("Sample quality", [
+            ("p", f"Measured with a CNN classifier ({m_clf['test_accuracy']:.2%} test accuracy) on "
+                  f"{n_samples:,} generated images against the test set; the real-data column "
+                  "is train images measured the same way, the noise column uniform noise images."),
+            ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {})))]),
+        Section("Runs in this experiment", [("table", runs_table(runs, run_id) if runs is not None else
+                                             pd.DataFrame())]),
+    ]

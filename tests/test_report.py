@@ -1,0 +1,46 @@
+"""The report's run identity and sections, from fake stage outputs (no MLflow, no training)."""
+
+import numpy as np
+import pandas as pd
+
+from ganlab import report
+from ganlab.config import TrainConfig
+from ganlab.plots import save_grid
+
+PREP = {"source": "package", "data_hash": "abc", "counts": {"train": 60000, "test": 10000}}
+TRAIN = {"iterations": 900, "iterations_per_s": 0.31, "precision": "float32", "resumed": False}
+TAGS = {"git_commit": "0123456789abcdef", "git_dirty": "false", "device": "cpu", "cpu": "AMD EPYC", "cpu_bf16": "none",
+        "strategy": "OneDeviceStrategy", "dvc_experiment": "dcgan-blog", "dvc_baseline_rev": "f" * 40}
+QUALITY = {"frechet_distance": 10.0, "classifier_score": 9.0, "modes_covered": 10, "kl_to_uniform": 0.01,
+           "precision": 0.7, "recall": 0.5}
+EVAL = {"confusion": {"tp": 9, "fn": 1, "tn": 8, "fp": 2, "accuracy": 0.85, "precision": 0.8, "recall": 0.9,
+                      "f1": 0.85, "mean_d_real": 0.8, "mean_d_fake": 0.2},
+        "quality": QUALITY, "reference": QUALITY, "noise": QUALITY}
+
+
+def test_identity_names_model_length_precision_and_experiment():
+    lines = report.identity(TrainConfig(model="dcgan"), PREP, TRAIN, TAGS, "run1", "http://x")
+    text = "\n".join(lines)
+    assert "model `dcgan`, 900 iterations" in text and "precision float32" in text
+    assert "native bf16: none" in text and "DVC experiment `dcgan-blog` on baseline `ffffffffffff`" in text
+    assert "resumed" not in text
+    resumed = report.identity(TrainConfig(), PREP, {**TRAIN, "resumed": True}, {"resumed_at": "300"}, "r", "l")
+    assert resumed[-1] == "resumed from a checkpoint at iteration 300"
+
+
+def test_sections_hold_every_picture_and_table(tmp_path):
+    train, evaluate = tmp_path / "train", tmp_path / "evaluate"
+    grids = np.zeros((4, 28, 28, 1), np.float32)
+    for it in (300, 600):
+        save_grid(grids, 2, train / "samples" / f"iter_{it:06d}.png")
+    runs = pd.DataFrame({"run_id": ["run1"], "start_time": [pd.Timestamp("2026-11-23")],
+                         "metrics.eval_quality.frechet_distance": [10.0],
+                         "params.train.model": ["dcgan"], "tags.precision": ["float32"]})
+    parts = report.sections(["line"], train, evaluate, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, runs, "run1")
+    titles = [s.title for s in parts]
+    assert titles[0] == "Run" and "Samples over training" in titles and titles[-1] == "Runs in this experiment"
+    images = [b[1].name for s in parts for b in s.blocks if b[0] == "img"]
+    assert {"progression.png", "grid_10x10.png", "confusion.png", "loss.png"} <= set(images)
+    assert (tmp_path / "progression.png").exists()
+    table = parts[-1].blocks[0][1]
+    assert "precision" in table.columns and table.iloc[0]["model"] == "dcgan"
