@@ -53,7 +53,7 @@ def main() -> None:
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
     try:
         result = train(cfg, images, data_hash, args.out / "samples", args.checkpoints,
-                       on_start=mlrun.on_start, on_interval=mlrun.on_interval)
+                       callbacks=(mlrun,))
     except BaseException as exc:
         mlrun.stopped(exc)
         raise

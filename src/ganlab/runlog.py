@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -230,16 +231,17 @@ class RunLog:
         return path
 
 
-class TrainTracking:
-    """The train stage's MLflow side: one run per model, re-opened on resume, fed by train()'s hooks."""
+class TrainTracking(keras.callbacks.Callback):
+    """The train stage's MLflow side as a training callback: one run per model, re-opened on resume."""
 
     def __init__(self, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str],
                  info_file: Path):
+        super().__init__()
         self.experiment, self.run_name, self.params, self.tags = experiment, run_name, params, tags
         self.info_file = info_file
         self.run: RunLog | None = None
 
-    def on_start(self, state: dict) -> dict:
+    def on_run_start(self, state: dict) -> dict:
         """Open the run once the checkpoint state is known; return the state to checkpoint with it."""
         tags = {**self.tags, **{k: str(v) for k, v in state["device"].items()}}
         # MLflow params are immutable: a checkpoint extended with other params gets a run of its own.

@@ -1,8 +1,10 @@
-"""Training: devices, checkpoints and resume, divergence, and the callbacks around `GAN.fit()`.
+"""Training: checkpoints and resume, divergence, and the callbacks around `GAN.fit()`.
 
 The loop itself is Keras' `fit()` over the compiled `GAN.train_step`; one Keras
 epoch is one `sample_interval`. Side jobs (history, grids, checkpoints,
-tracking, the progress bar) are callbacks.
+tracking, the progress bar) are Keras callbacks. A callback may also define
+`on_run_start(state) -> state` (called once the checkpoint state is known; what it
+adds is checkpointed) and `on_interval(row, grid_png)` (the end of each interval).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,11 +174,11 @@ class IntervalCallback(keras.callbacks.Callback):
     """At the end of each sample interval: record history, save the grid, check for NaN, checkpoint."""
 
     def __init__(self, cfg: TrainConfig, history: list[dict], fixed_z: np.ndarray, samples_dir: Path,
-                 checkpoints: Checkpoints, state: dict, on_interval: Callable[[dict, Path], None]):
+                 checkpoints: Checkpoints, state: dict, listeners: list[keras.callbacks.Callback]):
         super().__init__()
         self.cfg, self.history, self.fixed_z = cfg, history, fixed_z
         self.samples_dir, self.checkpoints, self.state = samples_dir, checkpoints, state
-        self.on_interval = on_interval
+        self.listeners = listeners
         self.last_good = state.get("last_checkpoint", 0)
         self.prior_seconds = state.get("train_seconds", 0.0)
         self.t0 = time.perf_counter()
@@ -196,7 +197,8 @@ class IntervalCallback(keras.callbacks.Callback):
         self.history.append(row)
         grid = save_grid(self.model.generate(self.fixed_z).numpy(), self.cfg.grid_size,
                          self.samples_dir / f"iter_{it:06d}.png")
-        self.on_interval(row, grid)
+        for cb in self.listeners:
+            cb.on_interval(row, grid)
         if it % self.cfg.checkpoint_interval == 0 or it >= self.cfg.iterations:
             self.save(it)
 
@@ -257,14 +259,11 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Path, ckpt_dir: Path,
-          on_start: Callable[[dict], dict] = lambda state: state,
-          on_interval: Callable[[dict, Path], None] = lambda row, grid: None,
           callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> TrainResult:
     """Train (or resume) the GAN in `cfg` on `images`; return the model, history and summary metrics.
 
-    `on_start(state)` runs once the checkpoint state is known (resumed or fresh) and
-    may add to it (e.g. the MLflow run id); `on_interval(row, grid_png)` runs at the end of every
-    sample interval. A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
+    `callbacks` are Keras callbacks, some with the run hooks the module docstring names (the MLflow
+    run is one). A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
     """
     cfg = resolve(cfg)
     # Same params and seed, same losses: costs little for these small networks on CPU.
@@ -279,20 +278,19 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     fp = fingerprint(cfg, data_hash)
     chief = device["chief"]
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="ganlab-worker-"))
+    if not chief:  # the other workers of a multi-worker run track nothing
+        callbacks = tuple(cb for cb in callbacks if not hasattr(cb, "on_run_start"))
     try:
         return _train(cfg, gan, strategy, device, fp, images, samples_dir if chief else scratch / "samples",
-                      Checkpoints(gan, ckpt_dir, scratch and scratch / "ckpt"),
-                      on_start if chief else lambda state: state,
-                      on_interval if chief else lambda row, grid: None, callbacks)
+                      Checkpoints(gan, ckpt_dir, scratch and scratch / "ckpt"), callbacks)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device: dict, fp: str,
-           images: np.ndarray, samples_dir: Path, checkpoints: Checkpoints, on_start: Callable[[dict], dict],
-           on_interval: Callable[[dict, Path], None], callbacks: tuple[keras.callbacks.Callback, ...],
-           ) -> TrainResult:
+           images: np.ndarray, samples_dir: Path, checkpoints: Checkpoints,
+           callbacks: tuple[keras.callbacks.Callback, ...]) -> TrainResult:
     state = checkpoints.restore(fp) if cfg.resume else None
     if state is None:
         checkpoints.clear()
@@ -304,13 +302,17 @@ def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device:
     if start:
         log.info("resuming from checkpoint at iteration %d of %d", start, cfg.iterations)
         state.setdefault("resumed_at", []).append(start)
-    state = on_start({**state, "device": device})
+    state = {**state, "device": device}
+    for cb in callbacks:
+        if hasattr(cb, "on_run_start"):
+            state = cb.on_run_start(state)
     samples_dir.mkdir(parents=True, exist_ok=True)
 
     with strategy.scope():
         gan.set_data(images)
     fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid_size**2, cfg.z_dim)).astype(np.float32)
-    interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, on_interval)
+    interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state,
+                                   [cb for cb in callbacks if hasattr(cb, "on_interval")])
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
     # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
