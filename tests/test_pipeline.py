@@ -136,7 +136,12 @@ def test_mlflow_run_has_everything(project, repro):
     assert [m.step for m in history] == [20, 40]
     assert "eval_quality.frechet_distance" in run.data.metrics and "train_iterations_per_s" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"samples", "plots", "evaluate", "report"} <= arts
+    assert {"images", "plots", "evaluate", "report"} <= arts
+    # Sample grids are keyed images, one per interval with its iteration as the step (the UI's slider).
+    images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    assert sorted(re.search(r"samples\+step\+(\d+)\+", p).group(1) for p in images) == ["20", "40"]
+    assert run.info.run_name == "mlp-40it-two_step-seed42"
+    assert yaml.safe_load((dest / "metrics/train.json").read_text())["mlflow_run_id"] == run_id
     models = {m.name for m in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
                                                           output_format="list")}
     assert {"generator", "discriminator"} <= models
