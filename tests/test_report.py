@@ -43,4 +43,4 @@ def test_sections_hold_every_picture_and_table(tmp_path):
     assert {"progression.png", "grid_10x10.png", "confusion.png", "loss.png"} <= set(images)
     assert (tmp_path / "progression.png").exists()
     table = parts[-1].blocks[0][1]
-    assert "precision" in table.columns and table.iloc[0]["model"] == "dcgan"
+    assert "dtype policy" in table.columns and table.iloc[0]["model"] == "dcgan"

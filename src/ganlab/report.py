@@ -25,7 +25,7 @@ RUN_COLUMNS = {
     "params.train.model": "model",
     "params.train.resolved.iterations": "iterations",
     "params.train.d_schedule": "D schedule",
-    "tags.precision": "precision",
+    "tags.precision": "dtype policy",  # not "precision": that heading is the quality metric
 }
 BEST_BY = "metrics.eval_quality.frechet_distance"
 
