@@ -40,6 +40,10 @@ run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
 	dvc repro
 	@$(PY) -m ganlab.tracking
 
+dcgan: $(STAMP) ## The blog's DCGAN at its own length as a DVC experiment, through to the report
+	dvc exp run -S train.model=dcgan $(ARGS)
+	@$(PY) -m ganlab.tracking
+
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest
 
@@ -98,4 +102,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run test bench bench-gpu ui server resend sweep exps compare lint lock clean
+.PHONY: help setup setup-gpu run dcgan test bench bench-gpu ui server resend sweep exps compare lint lock clean

@@ -31,7 +31,8 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except FileNotFoundError:
-        raise StageError(f"{path} is missing; run `dvc repro`") from None
+        raise StageError(f"{path} is missing; restore it with `dvc checkout {path.parent}` "
+                         "or re-run `dvc repro`") from None
     except Exception as exc:  # Keras raises many types for a damaged zip/h5
         raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); "
                          f"restore it with `dvc checkout {path.parent}` or re-run `dvc repro`") from None
