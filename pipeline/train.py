@@ -63,8 +63,9 @@ def main() -> None:
         print(f"train: worker finished {result.metrics['iterations']} iterations, "
               f"weights digest {weights_digest(result.gan)}")
         return
-    models = {name: (model, args.out / f"{name}.keras")
-              for name, model in (("generator", result.gan.generator), ("discriminator", result.gan.discriminator))}
+    nets = {"generator": result.gan.generator, "discriminator": result.gan.discriminator,
+            "generator_ema": result.gan.generator_ema}
+    models = {name: (model, args.out / f"{name}.keras") for name, model in nets.items() if model is not None}
     for model, path in models.values():
         save_model(model, path)
     args.plots.mkdir(parents=True, exist_ok=True)

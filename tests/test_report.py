@@ -44,3 +44,11 @@ def test_sections_hold_every_picture_and_table(tmp_path):
     assert (tmp_path / "progression.png").exists()
     table = parts[-1].blocks[0][1]
     assert "dtype policy" in table.columns and table.iloc[0]["model"] == "dcgan"
+
+
+def test_metric_rows_add_the_ema_column_only_when_there_is_one():
+    plain = report.metric_rows(QUALITY, QUALITY, QUALITY)
+    assert list(plain.columns) == ["metric", "real data", "this generator", "noise", "better"]
+    with_ema = report.metric_rows(QUALITY, QUALITY, QUALITY, {**QUALITY, "frechet_distance": 7.5})
+    assert list(with_ema.columns) == ["metric", "real data", "this generator", "its EMA", "noise", "better"]
+    assert with_ema.set_index("metric").loc["frechet_distance", "its EMA"] == 7.5

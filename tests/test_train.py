@@ -269,3 +269,30 @@ def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
     if any(isinstance(layer, keras.layers.BatchNormalization) for layer in gan.discriminator.layers):
         assert abs(inference_mode - training_mode) > 0.05, "the test cannot tell the two modes apart"
     assert not changed(d_stats, weights(gan.discriminator)), "G's step moved D's BatchNorm statistics"
+
+
+def test_ema_follows_g_and_resumes_exactly(images, tmp_path):
+    cfg = dataclasses.replace(TINY, iterations=20, ema=0.9)
+    one_step = dataclasses.replace(cfg, steps_per_execution=1)  # one fit() step is one iteration
+    gan = T.make_gan(one_step, select_device(one_step)[0])
+    gan.set_data(images)
+    before = weights(gan.generator_ema)
+    assert not changed(before, weights(gan.generator)), "the average must start from G"
+    gan.fit(tf.data.Dataset.from_tensors([0.0]).repeat(), epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+    for avg, old, new, var in zip(weights(gan.generator_ema), before, weights(gan.generator), gan.generator.weights):
+        want = 0.9 * old + 0.1 * new if var.trainable else new
+        np.testing.assert_allclose(avg, want, rtol=1e-5, atol=1e-7)
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.iteration) >= 15:
+                raise KeyboardInterrupt
+
+    ref = run(cfg, images, tmp_path, "ref")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, images, tmp_path, "cut", callbacks=(StopAt(),))
+    resumed = run(cfg, images, tmp_path, "cut")
+    assert resumed.resumed_from == 15
+    for a, b in zip(weights(ref.gan.generator_ema), weights(resumed.gan.generator_ema)):
+        np.testing.assert_array_equal(a, b)
+    assert changed(weights(ref.gan.generator_ema), weights(ref.gan.generator))

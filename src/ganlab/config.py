@@ -69,6 +69,8 @@ class TrainConfig:
     steps_per_execution: int = 20
     experiment: str = "ganlab"
     log_models: bool = True
+    # Decay of an exponential moving average of G's weights, kept beside G (null = off).
+    ema: float | None = None
 
     def validate(self) -> None:
         for key in ("iterations", "sample_interval", "checkpoint_interval"):
@@ -98,6 +100,8 @@ class TrainConfig:
             )
         _check(self.steps_per_execution >= 1, "train.steps_per_execution", self.steps_per_execution, "an integer >= 1")
         _check(bool(self.experiment.strip()), "train.experiment", self.experiment, "a non-empty name")
+        if self.ema is not None:
+            _check(0 < self.ema < 1, "train.ema", self.ema, "null (off) or a decay in (0, 1), e.g. 0.999")
 
 
 @dataclass(frozen=True)

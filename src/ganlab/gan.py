@@ -37,6 +37,8 @@ class GAN(keras.Model):
         self.z_dim = z_dim
         self.seed = seed
         self.d_schedule = d_schedule
+        self.ema = None  # set with generator_ema by `track_ema`
+        self.generator_ema: keras.Model | None = None
         self.images = None  # set by set_data; a plain tensor, so it is never checkpointed
         # Both networks are built from their Input layers; fit() needs to be told.
         self.built = True
@@ -55,6 +57,19 @@ class GAN(keras.Model):
     def set_data(self, images) -> None:
         """Hold the training images (N, 28, 28, 1) on the device, sampled inside the step."""
         self.images = tf.convert_to_tensor(images, dtype=tf.float32)
+
+    def track_ema(self, decay: float) -> None:
+        """Keep `generator_ema`, a copy of G whose weights are an exponential moving average of G's."""
+        self.ema = decay
+        self.generator_ema = keras.models.clone_model(self.generator)
+        self.generator_ema.name = "generator_ema"
+        self.generator_ema.set_weights(self.generator.get_weights())
+
+    def update_ema(self) -> None:
+        """After G's step: average the trainable weights; copy BatchNorm's statistics, which describe
+        the current G rather than a history of it."""
+        for avg, w in zip(self.generator_ema.weights, self.generator.weights):
+            avg.assign(self.ema * avg + (1.0 - self.ema) * w if w.trainable else w)
 
     @property
     def metrics(self):
@@ -146,6 +161,8 @@ class GAN(keras.Model):
         fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), training=False)
         loss_real, loss_fake, logits_real, logits_fake = self.d_step(real, fake)
         g_loss = self.g_step(tf.random.stateless_normal([batch, self.z_dim], seed=s_zg))
+        if self.generator_ema is not None:
+            self.update_ema()
 
         acc_real = tf.reduce_mean(tf.cast(logits_real >= 0, tf.float32))
         acc_fake = tf.reduce_mean(tf.cast(logits_fake < 0, tf.float32))

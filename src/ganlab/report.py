@@ -123,15 +123,18 @@ def write_report(title: str, sections: list[Section], md_path: Path, html_path: 
             tmp.write_text(text)
 
 
-def metric_rows(quality: dict, reference: dict, noise: dict) -> pd.DataFrame:
-    """Quality numbers of this generator between real data's and pure noise's, with which way is better."""
+def metric_rows(quality: dict, reference: dict, noise: dict, ema: dict | None = None) -> pd.DataFrame:
+    """Quality numbers of this generator between real data's and pure noise's, with which way is better;
+    with `ema`, a column for the moving average of G's weights too."""
     better = {"frechet_distance": "lower", "classifier_score": "higher (max 10)", "modes_covered": "higher (max 10)",
               "kl_to_uniform": "lower", "precision": "higher", "recall": "higher"}
-    return pd.DataFrame([
-        {"metric": k, "real data": reference.get(k), "this generator": quality.get(k), "noise": noise.get(k),
-         "better": better[k]}
-        for k in better
-    ])
+    rows = []
+    for k in better:
+        row = {"metric": k, "real data": reference.get(k), "this generator": quality.get(k)}
+        if ema is not None:
+            row["its EMA"] = ema.get(k)
+        rows.append({**row, "noise": noise.get(k), "better": better[k]})
+    return pd.DataFrame(rows)
 
 
 def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: str) -> list[str]:
@@ -179,7 +182,8 @@ def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Pat
             ("p", f"Measured with a CNN classifier ({m_clf['test_accuracy']:.2%} test accuracy) on "
                   f"{n_samples:,} generated images against the test set; the real-data column "
                   "is train images measured the same way, the noise column uniform noise images."),
-            ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {})))]),
+            ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {}),
+                                  m_eval.get("quality_ema")))]),
         Section("Runs in this experiment", [("table", runs_table(runs, run_id) if runs is not None else
                                              pd.DataFrame())]),
     ]

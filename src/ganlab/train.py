@@ -97,6 +97,11 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
     with strategy.scope():
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
         gan = GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
+        if cfg.ema is not None:
+            if strategy.num_replicas_in_sync > 1:
+                raise StageError("train.ema runs on one device only for now; set train.ema: null or "
+                                 "train.strategy: one_device")
+            gan.track_ema(cfg.ema)
 
         def adam():
             opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1)
@@ -128,8 +133,11 @@ class Checkpoints:
     def __init__(self, gan: GAN, folder: Path, scratch: Path | None = None):
         self.folder = folder
         self.chief = scratch is None
-        self.ckpt = tf.train.Checkpoint(generator=gan.generator, discriminator=gan.discriminator,
-                                        d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
+        parts = dict(generator=gan.generator, discriminator=gan.discriminator,
+                     d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
+        if gan.generator_ema is not None:
+            parts["generator_ema"] = gan.generator_ema
+        self.ckpt = tf.train.Checkpoint(**parts)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(scratch or folder), max_to_keep=2)
         self.state_path = folder / "state.json"
 
