@@ -223,6 +223,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
 def test_null_lengths_resolve_to_the_models_reference(model, want):
     r = T.resolve(TrainConfig(model=model))
     assert (r.iterations, r.sample_interval, r.checkpoint_interval, r.batch_size) == want
+    assert r.steps_per_execution == (1 if model == "dcgan" else 20)
 
 
 def test_set_lengths_win_and_a_null_checkpoint_lands_on_an_interval_end():

@@ -65,8 +65,9 @@ class TrainConfig:
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     jit_compile: bool = False
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
-    # Several steps per compiled call cut Python overhead (used: its gcd with sample_interval).
-    steps_per_execution: int = 20
+    # Several steps per compiled call cut Python overhead (used: its gcd with sample_interval);
+    # null = the model's reference (one DCGAN step takes seconds: one per call keeps Ctrl-C prompt).
+    steps_per_execution: int | None = None
     experiment: str = "ganlab"
     log_models: bool = True
     # Decay of an exponential moving average of G's weights, kept beside G (null = off).
@@ -98,7 +99,8 @@ class TrainConfig:
                 self.checkpoint_interval,
                 f"null or a multiple of train.sample_interval ({self.sample_interval})",
             )
-        _check(self.steps_per_execution >= 1, "train.steps_per_execution", self.steps_per_execution, "an integer >= 1")
+        _check(self.steps_per_execution is None or self.steps_per_execution >= 1, "train.steps_per_execution",
+               self.steps_per_execution, "null (the model's reference) or an integer >= 1")
         _check(bool(self.experiment.strip()), "train.experiment", self.experiment, "a non-empty name")
         if self.ema is not None:
             _check(0 < self.ema < 1, "train.ema", self.ema, "null (off) or a decay in (0, 1), e.g. 0.999")

@@ -44,7 +44,8 @@ class Diverged(StageError):
     """A loss became NaN or infinite."""
 
 
-RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval")
+RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
+            "steps_per_execution")
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -64,6 +65,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
         sample_interval=sample,
         checkpoint_interval=checkpoint,
+        steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,
     )
 
 
