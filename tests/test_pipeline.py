@@ -222,7 +222,7 @@ def test_bad_params_fail_before_work_with_one_line(project):
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"]["modle"] = "mlp"
     bad.write_text(yaml.safe_dump(params))
-    out = sh([sys.executable, "pipeline/train.py", "--params", str(bad), "--data", "x", "--manifest", "x",
+    out = sh([sys.executable, "pipeline/train.py", "--params", str(bad), "--data", "x",
               "--out", "x", "--checkpoints", "x", "--metrics", "x", "--plots", "x"], dest, env, check=False)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
