@@ -37,8 +37,9 @@ setup-gpu: $(STAMP) ## Add TensorFlow's CUDA wheels (GPU machines only)
 	$(PY) -m pip install -q 'tensorflow[and-cuda]==2.21.0' -c constraints.txt
 
 run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
-	dvc repro
-	@$(PY) -m ganlab.tracking
+	@set -o pipefail; dvc repro | tee $(VENV)/.last-run.log
+	@# The report stage prints where to look; when nothing had to run, say it here instead.
+	@grep -q '^report: ' $(VENV)/.last-run.log || $(PY) -m ganlab.tracking
 
 dcgan: $(STAMP) ## The blog's DCGAN at its own length as a DVC experiment, through to the report
 	dvc exp run -S train.model=dcgan $(ARGS)
