@@ -185,6 +185,11 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sweep"])
     assert sorted(runs["params.train.model"]) == ["dcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
+    # Each MLflow run names its DVC experiment (tag and run name), and each experiment its MLflow run.
+    assert runs["tags.dvc_experiment"].notna().all() and runs["tags.dvc_baseline_rev"].notna().all()
+    named = zip(runs["tags.mlflow.runName"], runs["tags.dvc_experiment"])
+    assert all(name.startswith(f"{exp} (") for name, exp in named)
+    assert set(runs["run_id"]) <= set(re.findall(r"[0-9a-f]{32}", table)), "dvc exp show lacks mlflow_run_id"
     assert runs["metrics.eval_quality.frechet_distance"].notna().all()
     # The experiment was created inside DVC's temporary workspace, which is gone: the store and the
     # artifacts are still the project's.
