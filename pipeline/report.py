@@ -43,7 +43,7 @@ def main() -> None:
     if cfg.register and info.get("generator_uri"):
         champion = run.register(info["generator_uri"], cfg.registered_model, m_eval["quality"]["frechet_distance"])
 
-    exp_page = f"http://127.0.0.1:5000/{tracking.ui_link(info.get('experiment_id', ''))}"
+    exp_page = tracking.ui_link(info.get("experiment_id", ""))
     link = f"{exp_page.replace('?', f'/runs/{run.run_id}?')} (after `make ui`; all runs: {exp_page})"
     lines = identity(tcfg, m_prep, m_train, tags, run.run_id, link)
     if champion:

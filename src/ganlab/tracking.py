@@ -86,9 +86,12 @@ def dvc_experiment() -> dict[str, str]:
     return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
+UI = "http://127.0.0.1:5000"  # where `make ui` serves
+
+
 def ui_link(experiment_id: str) -> str:
     """The MLflow UI page of an experiment's training runs (not the GenAI views it opens on by default)."""
-    return f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    return f"{UI}/#/experiments/{experiment_id}?workflowType=machine_learning" if experiment_id else UI
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -105,7 +108,6 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]
 def main() -> None:
     """Print where to look after a run: the report and the MLflow page of its training runs."""
     import json
-    import sys
 
     root = project_root()
     try:
@@ -113,8 +115,7 @@ def main() -> None:
     except (OSError, ValueError):
         exp = ""
     print(f"report: {root / 'reports/report.html'}")
-    where = f"http://127.0.0.1:5000/{ui_link(exp)}" if exp else "http://127.0.0.1:5000"
-    print(f"  MLflow: run `make ui`, then open {where}", file=sys.stdout)
+    print(f"  MLflow: run `make ui`, then open {ui_link(exp)}")
 
 
 if __name__ == "__main__":
