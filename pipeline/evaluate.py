@@ -35,10 +35,9 @@ def main() -> None:
     classifier = load_model(args.classifier)
     x_train, _ = load_split(args.data, "train")
     x_test, _ = load_split(args.data, "test")
-    metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim)
-    if (args.train / "generator_ema.keras").exists():  # train.ema: the averaged G, scored on the same z
-        ema = load_model(args.train / "generator_ema.keras")
-        metrics["quality_ema"] = ev.judge(ema, discriminator, classifier, x_train, x_test, cfg, z_dim)[0]["quality"]
+    # train.ema: the averaged G, scored on the same z in the same pass.
+    ema = load_model(args.train / "generator_ema.keras") if (args.train / "generator_ema.keras").exists() else None
+    metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim, ema)
     write_json(args.metrics, metrics)
     files = ev.pictures(generator, x_train, metrics["confusion"], cfg, z_dim, args.out)
     args.plots.mkdir(parents=True, exist_ok=True)

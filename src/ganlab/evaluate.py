@@ -132,15 +132,17 @@ def quality(emb: tuple, ref: tuple, k: int) -> dict:
     }
 
 
-def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray, k: int, seed: int = 0) -> dict:
-    """Quality of generated images, of real train images ("perfect") and of uniform noise ("hopeless").
-
-    Each set is measured against `test` in the classifier's feature space.
+def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray, k: int, seed: int = 0,
+                   more: dict[str, np.ndarray] | None = None) -> dict:
+    """Quality of generated images, of real train images ("perfect") and of uniform noise ("hopeless"),
+    and of any `more` named image sets (another generator's), each measured against `test` in the
+    classifier's feature space, which is embedded once for all of them.
     """
     ref = clf.embed(model, test)
     noise = np.random.default_rng(seed).uniform(-1, 1, fakes.shape).astype(np.float32)
     out = {}
-    for name, images in (("generated", fakes), ("real_reference", reals), ("noise_reference", noise)):
+    sets = {"generated": fakes, "real_reference": reals, "noise_reference": noise, **(more or {})}
+    for name, images in sets.items():
         out[name] = {key: round(val, 5) if isinstance(val, float) else val
                      for key, val in quality(clf.embed(model, images), ref, k).items()}
     return out
@@ -175,22 +177,27 @@ def _sigmoid(logits) -> np.ndarray:
 
 
 def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.ndarray, cfg: EvaluateConfig,
-          z_dim: int) -> tuple[dict, np.ndarray, np.ndarray]:
+          z_dim: int, ema=None) -> tuple[dict, np.ndarray, np.ndarray]:
     """D's confusion matrix on real test images against as many fresh fakes, and the quality of those
     fakes next to real train images (the reference) and noise; return (metrics, D(real), D(fake)).
+    With `ema` (the moving average of G), its fakes from the same z are scored too, as `quality_ema`.
 
     The metrics dict is the one DVC's metrics file and MLflow both get.
     """
     rng = np.random.default_rng(cfg.seed)
     n = min(cfg.n_samples, len(x_test), len(x_train))
     real = np.asarray(x_test[:n])  # never seen in training
-    fakes = generator.predict(rng.standard_normal((n, z_dim)).astype(np.float32), batch_size=1000, verbose=0)
+    z = rng.standard_normal((n, z_dim)).astype(np.float32)
+    fakes = generator.predict(z, batch_size=1000, verbose=0)
+    more = {"ema": ema.predict(z, batch_size=1000, verbose=0)} if ema is not None else None
     d_real = _sigmoid(discriminator.predict(real, batch_size=1000, verbose=0))
     d_fake = _sigmoid(discriminator.predict(fakes, batch_size=1000, verbose=0))
     ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
-    q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed)
+    q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed, more)
     metrics = {"confusion": confusion(d_real, d_fake), "quality": q["generated"], "reference": q["real_reference"],
                "noise": q["noise_reference"]}
+    if ema is not None:
+        metrics["quality_ema"] = q["ema"]
     return metrics, d_real, d_fake
 
 
