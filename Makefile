@@ -36,6 +36,10 @@ setup: $(STAMP) ## Create .venv and install the pinned set (skipped when up to d
 setup-gpu: $(STAMP) ## Add TensorFlow's CUDA wheels (GPU machines only)
 	$(PY) -m pip install -q 'tensorflow[and-cuda]==2.21.0' -c constraints.txt
 
+JAX_CUDA ?= cuda13
+setup-gpu-jax: $(STAMP) ## Add JAX's CUDA plugin for train.backend: jax (JAX_CUDA=cuda12 for CUDA 12 drivers)
+	$(PY) -m pip install -q 'jax[$(JAX_CUDA)]==0.10.2' -c constraints.txt
+
 run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
 	@set -o pipefail; dvc repro | tee $(VENV)/.last-run.log
 	@# The report stage prints where to look; when nothing had to run, say it here instead.
@@ -84,7 +88,7 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 # `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the params that differ,
 # the key metrics and the MLflow run id of each experiment.
 EXPS_DROP ?= /|\.py$$|^Created$$|sha256|counts|source|class_histogram|value_range|^noise\.|^reference\.|device_|final_|min_g_loss|train_seconds|resumed|test_loss|train_images|^confusion\.(f1|fn|fp|tn|tp|mean|precision|recall)
-EXPS_KEEP ?= ^Experiment$$|^train\.model$$|^iterations(_per_s)?$$|^precision$$|^mlflow_run_id$$|^quality\.(frechet_distance|classifier_score|modes_covered)$$|^confusion\.accuracy$$
+EXPS_KEEP ?= ^Experiment$$|^train\.model$$|^iterations(_per_s)?$$|^backend$$|^precision$$|^mlflow_run_id$$|^quality\.(frechet_distance|classifier_score|modes_covered)$$|^confusion\.accuracy$$
 exps: $(STAMP) ## Compare DVC experiments: params that differ, key metrics, MLflow run ids
 	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 
@@ -103,4 +107,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu run dcgan test bench bench-gpu ui server resend sweep exps compare lint lock clean
+.PHONY: help setup setup-gpu setup-gpu-jax run dcgan test bench bench-gpu ui server resend sweep exps compare lint lock clean

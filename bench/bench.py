@@ -1,7 +1,10 @@
-"""Benchmarks, side by side in one run: the compiled step against the book's loop, DCGAN speed, peak RSS.
+"""Benchmarks, side by side in one run: the compiled step against the book's loop, both backends, DCGAN speed, peak RSS.
 
 Run: make bench   (or: python bench/bench.py --out bench/results.json)
-Needs data/prepared (run `dvc repro prepare` first; `make bench` does).
+Needs data/prepared (run `dvc repro prepare` first; `make bench` does). The JAX rows come from a
+second process of this script (`--backend-only` under KERAS_BACKEND=jax), which imports neither
+TensorFlow nor MLflow, so on a machine with JAX alone (the lent GPUs) it runs by itself:
+    KERAS_BACKEND=jax python bench/bench.py --backend-only --out bench/results-gpu.json
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 import yaml
 
 from ganlab import models
@@ -65,15 +66,14 @@ def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int =
 
 
 def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int) -> float:
-    """Iterations/s of GAN.fit() (the pipeline's compiled step), after one warm-up call."""
+    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend), after a warm-up call."""
+    cfg = dataclasses.replace(cfg, backend=keras.backend.backend())
     strategy, _ = select_device(cfg)
     gan = make_gan(cfg, strategy)
     gan.set_data(x)
-    data = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()
-    warm = gan.steps_per_execution * 2
-    gan.fit(data, epochs=1, steps_per_epoch=warm, verbose=0, shuffle=False)
+    gan.run(1, gan.steps_per_execution * 2, [])  # traces and compiles
     t0 = time.perf_counter()
-    gan.fit(data, epochs=1, steps_per_epoch=iterations, verbose=0, shuffle=False)
+    gan.run(1, iterations, [])  # ends by reading the losses back, so the work is done
     return iterations / (time.perf_counter() - t0)
 
 
@@ -97,20 +97,60 @@ def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict
     return rows
 
 
-def train_stage_peak_rss(iterations: int) -> tuple[float, float]:
-    """Run the real `train` stage (default mlp params, fewer iterations); return (peak RSS MB, seconds)."""
+def train_stage(iterations: int, backend: str) -> dict:
+    """Run the real `train` stage (default mlp params, fewer iterations) on `backend`; return its
+    iterations/s as the stage reports it (grids, checkpoints and MLflow included), time and peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["train"].update(iterations=iterations, sample_interval=1000, checkpoint_interval=1000)
+        params["train"].update(iterations=iterations, sample_interval=1000, checkpoint_interval=1000,
+                               backend=backend)
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
-                        "--data", str(ROOT / "data/prepared"),
-                        "--out", f"{tmp}/out", "--checkpoints", f"{tmp}/ckpt", "--metrics", f"{tmp}/m.json",
-                        "--plots", f"{tmp}/plots"], check=True, env=env, cwd=tmp, capture_output=True)
-        seconds = time.perf_counter() - t0
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
+        proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
+                                 "--data", str(ROOT / "data/prepared"), "--out", f"{tmp}/out",
+                                 "--checkpoints", f"{tmp}/ckpt", "--metrics", f"{tmp}/m.json",
+                                 "--plots", f"{tmp}/plots"], env=env, cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max over all children
+        if status:
+            raise SystemExit(f"bench: the {backend} train stage failed:\n{err.decode()[-3000:]}")
+        its = json.loads((Path(tmp) / "m.json").read_text())["iterations_per_s"]
+    return {"iterations_per_s": its, "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
+    """This process's backend: the mlp step, and the DCGAN step in float32 and (where the hardware
+    has it natively) bfloat16, all at the reference batch sizes."""
+    rows = {"backend": keras.backend.backend(),
+            "mlp_its": round(compiled_its(x, TrainConfig(model="mlp"), iterations), 2)}
+    dc = TrainConfig(model="dcgan", steps_per_execution=1, mixed_precision="off")
+    rows["dcgan_float32_its"] = round(compiled_its(x, dc, dcgan_iterations), 3)
+    _, info = select_device(dataclasses.replace(dc, mixed_precision="auto", backend=rows["backend"]))
+    if info["device"] != "cpu":  # launch-bound on a GPU: what mixed precision gives the MLP too
+        rows["mlp_bfloat16_its"] = round(
+            compiled_its(x, TrainConfig(model="mlp", mixed_precision="bfloat16"), iterations), 2)
+    if info["device"] != "cpu" or cpu_info()["bf16_flags"]:
+        rows["dcgan_bfloat16_its"] = round(
+            compiled_its(x, dataclasses.replace(dc, mixed_precision="bfloat16"), dcgan_iterations), 3)
+    keras.mixed_precision.set_global_policy("float32")
+    rows["device"] = info["device"]
+    return rows
+
+
+def jax_rows(args) -> dict:
+    """`backend_rows` on JAX, from a second process of this script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "jax.json"
+        subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
+                        str(args.iterations), "--dcgan-iterations", str(args.jax_dcgan_iterations)],
+                       check=True, env={**os.environ, "KERAS_BACKEND": "jax"})
+        return json.loads(out.read_text())
+
+
 def dcgan_rows(x: np.ndarray, iterations: int) -> dict:
     """The blog's DCGAN (batch 200) in float32 with the fused UpConv2D and with the blog's UpSampling +
     Conv2D layers, and in bfloat16 where the CPU has it natively; with the blog's 3,000-iteration time."""
@@ -146,12 +186,27 @@ def main() -> None:
     ap.add_argument("--matrix-only", action="store_true", help="time only that matrix")
     ap.add_argument("--dcgan-iterations", type=int, default=10, help="timed DCGAN iterations per setting")
     ap.add_argument("--matrix-iterations", type=int, nargs=2, default=(4000, 400), metavar=("MLP", "DCGAN"))
+    ap.add_argument("--backend-only", action="store_true",
+                    help="time only this process's backend (KERAS_BACKEND): mlp, and dcgan in float32 and bf16")
+    ap.add_argument("--jax-dcgan-iterations", type=int, default=2,
+                    help="timed DCGAN iterations on JAX (its CPU convolutions are slow)")
     args = ap.parse_args()
     x, _ = load_split(ROOT / "data/prepared", "train")
     x = np.asarray(x)
     base = TrainConfig(model="mlp")
     results: dict = {"machine": {**cpu_info(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "tensorflow": tf.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))}}
+                                 "keras": keras.__version__, "backend": keras.backend.backend()}}
+    if args.backend_only:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            results["machine"]["jax"] = jax.__version__
+        results.update(backend_rows(x, args.iterations, args.dcgan_iterations))
+        write(args.out, results)
+        return
+    import tensorflow as tf
+
+    results["machine"].update(tensorflow=tf.__version__, gpus=len(tf.config.list_physical_devices("GPU")))
     if args.matrix or args.matrix_only:
         print("precision x XLA matrix ...", flush=True)
         mlp_its, dcgan_its = args.matrix_iterations
@@ -171,10 +226,17 @@ def main() -> None:
     results["dcgan"] = dcgan_rows(x, args.dcgan_iterations)
     results["dcgan_its"] = results["dcgan"]["float32"]
     results["mlp_bn_its"] = round(compiled_its(x, TrainConfig(model="mlp_bn"), 1000), 2)
-    print("train stage peak RSS ...", flush=True)
-    rss, secs = train_stage_peak_rss(2000)
-    results["train_stage_peak_rss_mb"] = round(rss, 1)
-    results["train_stage_2000_iterations_s"] = round(secs, 1)
+    print("jax ...", flush=True)
+    results["jax"] = jax_rows(args)
+    results["jax_mlp_speedup_vs_tensorflow"] = round(results["jax"]["mlp_its"] / results["compiled_its"], 2)
+    results["jax_mlp_speedup_vs_book"] = round(results["jax"]["mlp_its"] / results["book_loop_its"], 1)
+    print("train stage on each backend ...", flush=True)
+    stage = {backend: train_stage(4000, backend) for backend in ("tensorflow", "jax")}
+    results["train_stage_4000_iterations"] = stage
+    jax_its = stage["jax"]["iterations_per_s"]
+    results["train_stage_jax_speedup"] = round(jax_its / stage["tensorflow"]["iterations_per_s"], 2)
+    results["train_stage_jax_speedup_vs_book"] = round(jax_its / results["book_loop_its"], 1)
+    results["train_stage_peak_rss_mb"] = stage["tensorflow"]["peak_rss_mb"]
     write(args.out, results)
 
 

@@ -9,15 +9,12 @@ import shutil
 import signal
 from pathlib import Path
 
-from ganlab import tracking
+from ganlab import backend, tracking
 from ganlab.cli import run_stage
 from ganlab.config import flatten, load_params
 from ganlab.data import data_info, load_split
 from ganlab.files import write_json
 from ganlab.plots import history_figures, save_figure
-from ganlab.runlog import TrainTracking
-from ganlab.saving import save_model
-from ganlab.train import RESOLVED, resolve, train, weights_digest
 
 
 def _sigterm(signum, frame):
@@ -36,6 +33,12 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = params.train
+    backend.use(cfg.backend)
+    # Imported only now: these import Keras, which reads KERAS_BACKEND once.
+    from ganlab.runlog import TrainTracking
+    from ganlab.saving import save_model
+    from ganlab.train import RESOLVED, resolve, train, weights_digest
+
     data_hash = data_info(args.data)["data_hash"]
     images, _ = load_split(args.data, "train")
     signal.signal(signal.SIGTERM, _sigterm)
@@ -45,9 +48,10 @@ def main() -> None:
     resolved = resolve(cfg)
     logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
     dvc_exp = tracking.dvc_experiment()
-    tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model}
+    tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model, "backend": cfg.backend}
     # Names that tell runs apart in a list, led by the DVC experiment's name when there is one.
     name = f"{cfg.model}-{resolved.iterations}it-{cfg.d_schedule}-seed{cfg.seed}"
+    name += "-jax" if cfg.backend == "jax" else ""
     if "dvc_experiment" in dvc_exp:
         name = f"{dvc_exp['dvc_experiment']} ({name})"
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
@@ -73,7 +77,7 @@ def main() -> None:
     figures = [save_figure(fig, args.out / f"{name}.png") for name, fig in history_figures(result.history).items()]
     device = result.state["device"]
     # The run id lets `dvc exp show` lead to the MLflow run of each experiment.
-    metrics = {**result.metrics, "model": cfg.model, "precision": device["precision"],
+    metrics = {**result.metrics, "model": cfg.model, "backend": device["backend"], "precision": device["precision"],
                "mlflow_run_id": mlrun.run.run_id if mlrun.run else None,
                **{f"device_{k}": v for k, v in device.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}}

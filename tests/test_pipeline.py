@@ -66,6 +66,11 @@ def _project_imports(path, seen: set) -> set:
             names = [node.module] if node.module != "ganlab" else [f"ganlab.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("ganlab.")]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
+              and isinstance(node.args[0], ast.JoinedStr)):
+            # importlib.import_module(f"ganlab.step_{backend}"): every module the prefix can name.
+            prefix = node.args[0].values[0].value
+            names = [f"ganlab.{f.stem}" for f in (ROOT / "src/ganlab").glob(prefix.split(".", 1)[1] + "*.py")]
         for name in names:
             f = ROOT / "src" / (name.replace(".", "/") + ".py")
             if f.exists() and f not in seen:
@@ -166,10 +171,12 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     import mlflow
 
     dest, env = project
-    # A grid of two models through DVC's own queue; DCGAN costs seconds per iteration on 2 CPU cores.
-    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan,mlp_bn", "-S", "train.experiment=sweep",
-        "-S", "train.iterations=4",
-        "-S", "train.batch_size=32", "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"], dest, env)
+    # Two models through DVC's own queue, one on each backend; DCGAN costs seconds per iteration on 2 CPU
+    # cores (on TensorFlow: JAX's CPU convolutions are slower still).
+    common = ["-S", "train.experiment=sweep", "-S", "train.iterations=4", "-S", "train.batch_size=32",
+              "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"]
+    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan", *common], dest, env)
+    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=mlp_bn", "-S", "train.backend=jax", *common], dest, env)
     assert sh(["dvc", "queue", "status"], dest, env).stdout.count("Queued") == 2
     sh(["dvc", "queue", "start", "-j", "2"], dest, env)
     deadline = time.time() + 600
@@ -185,6 +192,9 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sweep"])
     assert sorted(runs["params.train.model"]) == ["dcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
+    # The JAX run trained on JAX, and was evaluated, reported and logged like the other.
+    assert dict(zip(runs["params.train.model"], runs["tags.backend"])) == {"dcgan": "tensorflow", "mlp_bn": "jax"}
+    assert "jax" in table and "tensorflow" in table
     # Each MLflow run names its DVC experiment (tag and run name), and each experiment its MLflow run.
     assert runs["tags.dvc_experiment"].notna().all() and runs["tags.dvc_baseline_rev"].notna().all()
     named = zip(runs["tags.mlflow.runName"], runs["tags.dvc_experiment"])

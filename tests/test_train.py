@@ -251,7 +251,7 @@ def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
     On the old code G's step ran D in inference mode (BatchNorm on moving statistics); the
     DCGAN then learned to fool a D nobody trained, and both losses fell to zero together.
     """
-    from ganlab.gan import _bce
+    from ganlab.gan import bce as _bce
 
     cfg = dataclasses.replace(TINY, model=model)
     gan = T.make_gan(cfg, select_device(cfg)[0])

@@ -1,7 +1,7 @@
 """Training: checkpoints and resume, divergence, and the callbacks around `GAN.fit()`.
 
-The loop itself is Keras' `fit()` over the compiled `GAN.train_step`; one Keras
-epoch is one `sample_interval`. Side jobs (history, grids, checkpoints,
+The loop itself is the backend's (`GAN.run`: Keras' `fit()` on TensorFlow, a
+`jax.jit` loop on JAX); one Keras epoch is one `sample_interval`. Side jobs (history, grids, checkpoints,
 tracking, the progress bar) are Keras callbacks. A callback may also define
 `on_run_start(state) -> state` (called once the checkpoint state is known; what it
 adds is checkpointed) and `on_interval(row, grid_png)` (the end of each interval).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +27,20 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from tqdm import tqdm
 
 from ganlab import models
 from ganlab.config import TrainConfig
 from ganlab.devices import select_device
-from ganlab.files import StageError, write_json
-from ganlab.gan import GAN
+from ganlab.files import StageError, atomic_path, write_json
+from ganlab.gan import GAN, HISTORY_METRICS
 from ganlab.plots import save_grid
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ["iteration", "d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake"]
+HISTORY_COLUMNS = ["iteration", *HISTORY_METRICS]
+# Part of every fingerprint: a checkpoint written in another format is never read as this one.
+CHECKPOINT_FORMAT = 2
 
 
 class Diverged(StageError):
@@ -76,6 +79,7 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
                 "experiment", "log_models", "steps_per_execution"):
         keep.pop(key)
     keep["data_hash"] = data_hash
+    keep["checkpoint_format"] = CHECKPOINT_FORMAT
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,8 +91,9 @@ def weights_digest(gan: GAN) -> str:
     return h.hexdigest()[:16]
 
 
-def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
-    """Build and compile the GAN for `cfg` under `strategy` (weights seeded by cfg.seed)."""
+def make_gan(cfg: TrainConfig, strategy) -> GAN:
+    """Build and compile the GAN for `cfg` under `strategy` (weights seeded by cfg.seed), with the step
+    of the backend Keras runs on (`ganlab.step_tensorflow` or `ganlab.step_jax`)."""
     keras.utils.set_random_seed(cfg.seed)
     cfg = resolve(cfg)
     if cfg.batch_size % strategy.num_replicas_in_sync:
@@ -98,7 +103,8 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
         )
     with strategy.scope():
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
-        gan = GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
+        step = importlib.import_module(f"ganlab.step_{keras.backend.backend()}")
+        gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
         if cfg.ema is not None:
             if strategy.num_replicas_in_sync > 1:
                 raise StageError("train.ema runs on one device only for now; set train.ema: null or "
@@ -108,7 +114,7 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
         def adam():
             opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1)
             # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range.
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
+            if keras.mixed_precision.global_policy().name == "mixed_float16":  # TensorFlow only
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             return opt
 
@@ -128,19 +134,16 @@ def make_gan(cfg: TrainConfig, strategy: tf.distribute.Strategy) -> GAN:
 class Checkpoints:
     """Weights, optimiser state and the run's bookkeeping, in a folder that survives re-runs.
 
-    Under multi-worker training every worker must take part in each save, but only the
-    chief's copy counts: other workers restore from `folder` and write to `scratch`.
+    Each checkpoint is one `.npz` of every variable (`GAN.checkpointed`), which either backend
+    reads back; `state.json` points at the latest. Under multi-worker training only the chief
+    writes, and the other workers restore from the chief's `folder` (`scratch` marks them).
     """
 
+    keep = 2
+
     def __init__(self, gan: GAN, folder: Path, scratch: Path | None = None):
-        self.folder = folder
+        self.gan, self.folder = gan, folder
         self.chief = scratch is None
-        parts = dict(generator=gan.generator, discriminator=gan.discriminator,
-                     d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
-        if gan.generator_ema is not None:
-            parts["generator_ema"] = gan.generator_ema
-        self.ckpt = tf.train.Checkpoint(**parts)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(scratch or folder), max_to_keep=2)
         self.state_path = folder / "state.json"
 
     def state(self) -> dict | None:
@@ -150,10 +153,18 @@ class Checkpoints:
             return None
 
     def save(self, iteration: int, state: dict) -> None:
+        if not self.chief:
+            return
         # Weights first, then the state that points at them: a crash between leaves the old pair.
-        path = self.manager.save(checkpoint_number=iteration)
-        if self.chief:
-            write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": Path(path).name})
+        name = f"ckpt-{iteration}.npz"
+        arrays = {f"{part}/{i}": keras.ops.convert_to_numpy(v.value)
+                  for part, variables in self.gan.checkpointed().items() for i, v in enumerate(variables)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": name})
+        for old in sorted(self.folder.glob("ckpt-*.npz"), key=lambda p: int(p.stem[5:]))[:-self.keep]:
+            old.unlink()
 
     def restore(self, fp: str) -> dict | None:
         """Restore the latest checkpoint if it was made with the same fingerprint; return its state."""
@@ -164,8 +175,17 @@ class Checkpoints:
             return None
         path = self.folder / state["checkpoint"]
         try:
-            self.ckpt.restore(str(path)).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            with np.load(path) as saved:
+                values = {part: [saved[f"{part}/{i}"] for i in range(len(variables))]
+                          for part, variables in self.gan.checkpointed().items()}
+                if len(saved.files) != sum(map(len, values.values())):
+                    raise ValueError("a different number of variables")
+            for part, variables in self.gan.checkpointed().items():
+                for var, value in zip(variables, values[part]):
+                    if tuple(var.shape) != value.shape:
+                        raise ValueError(f"{var.path} has shape {value.shape}, wants {tuple(var.shape)}")
+                    var.assign(value)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise StageError(
                 f"checkpoint {path} cannot be restored ({type(exc).__name__}); "
                 f"delete {self.folder} to start over, or set train.resume: false"
@@ -205,7 +225,7 @@ class IntervalCallback(keras.callbacks.Callback):
                 "lower train.learning_rate or change train.seed, then re-run"
             )
         self.history.append(row)
-        grid = save_grid(self.model.generate(self.fixed_z).numpy(), self.cfg.grid_size,
+        grid = save_grid(keras.ops.convert_to_numpy(self.model.generate(self.fixed_z)), self.cfg.grid_size,
                          self.samples_dir / f"iter_{it:06d}.png")
         for cb in self.listeners:
             cb.on_interval(row, grid)
@@ -276,8 +296,15 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     run is one). A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
     """
     cfg = resolve(cfg)
-    # Same params and seed, same losses: costs little for these small networks on CPU.
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() != cfg.backend:
+        raise StageError(f"train.backend is {cfg.backend} but Keras runs on {keras.backend.backend()}; "
+                         f"run with KERAS_BACKEND={cfg.backend} (the train stage sets it from params)")
+    if cfg.backend == "tensorflow":
+        import tensorflow as tf
+
+        # Same params and seed, same losses: costs little for these small networks on CPU. (XLA on
+        # JAX's CPU is deterministic as it is.)
+        tf.config.experimental.enable_op_determinism()
     if cfg.batch_size > len(images):
         raise StageError(f"train.batch_size {cfg.batch_size} is larger than the {len(images)} training "
                          "images; lower train.batch_size")
@@ -298,7 +325,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device: dict, fp: str,
+def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
            images: np.ndarray, samples_dir: Path, checkpoints: Checkpoints,
            callbacks: tuple[keras.callbacks.Callback, ...]) -> TrainResult:
     state = checkpoints.restore(fp) if cfg.resume else None
@@ -325,37 +352,19 @@ def _train(cfg: TrainConfig, gan: GAN, strategy: tf.distribute.Strategy, device:
                                    [cb for cb in callbacks if hasattr(cb, "on_interval")])
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
-    # fit() needs an input; the step samples its own batches, so feed a dummy that never ends.
-    # It has one row per replica because distributed fit() splits each element's first axis.
-    dummy = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
-    # Nothing to shard across workers (a file-less dataset would make tf.data warn and fall back).
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    dummy = dummy.with_options(options)
-    most_spe = gan.steps_per_execution
-
-    def fit(epochs: int, steps: int) -> None:
-        # Each compiled call runs steps_per_execution steps, a number baked in when fit() traces
-        # its loop: it must divide the epoch, or fit() would run past it.
-        spe = math.gcd(most_spe, steps)
-        if spe != gan.steps_per_execution:
-            gan.steps_per_execution = spe
-            gan.make_train_function(force=True)
-        gan.fit(dummy, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0, shuffle=False)
-
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations;
         # then whole intervals, then a short last one when sample_interval does not divide iterations.
         partial = min((cfg.sample_interval - start % cfg.sample_interval) % cfg.sample_interval,
                       cfg.iterations - start)
         if partial > 0:
-            fit(1, partial)
+            gan.run(1, partial, all_callbacks)
         remaining = (cfg.iterations - int(gan.iteration.numpy())) // cfg.sample_interval
         if remaining > 0:
-            fit(remaining, cfg.sample_interval)
+            gan.run(remaining, cfg.sample_interval, all_callbacks)
         tail = cfg.iterations - int(gan.iteration.numpy())
         if tail > 0:
-            fit(1, tail)
+            gan.run(1, tail, all_callbacks)
     except KeyboardInterrupt:
         it = int(gan.iteration.numpy())
         interval_cb.save(it)

@@ -1,0 +1,129 @@
+"""The JAX step keeps the TensorFlow step's guarantees: isolation, the game, determinism, resume, NaN stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+
+from ganlab import train as T
+from ganlab.config import TrainConfig
+from ganlab.devices import select_device
+from ganlab.gan import bce
+
+TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
+                   steps_per_execution=5, resume=True, width=0.25, backend="jax")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+
+
+def weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.weights]
+
+
+def changed(before, after) -> bool:
+    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def make(cfg):
+    return T.make_gan(cfg, select_device(cfg)[0])
+
+
+def run(cfg, images, tmp_path, name, **kw):
+    return T.train(cfg, images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
+
+
+def test_neither_tensorflow_nor_mlflow_is_loaded():
+    assert keras.backend.backend() == "jax"
+    assert sys.modules.get("tensorflow") is None and sys.modules.get("mlflow") is None
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_bn", "dcgan"])
+@pytest.mark.parametrize("schedule", ["two_step", "combined"])
+def test_each_update_moves_only_its_own_network(model, schedule, images):
+    gan = make(dataclasses.replace(TINY, model=model, d_schedule=schedule))
+    s = gan.state()
+    real = jnp.asarray(images[:8])
+    fake = gan.generate(jax.random.normal(jax.random.key(0), (8, gan.z_dim)))
+    d_tr, d_nt, d_opt, _ = jax.jit(gan._d_step)(s["d_tr"], s["d_nt"], s["d_opt"], real, fake)
+    after_d = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
+    assert changed(s["d_tr"], d_tr), "D did not learn in its own update"
+    g_tr, g_nt, g_opt, d_nt2, _ = jax.jit(gan._g_step)(after_d, jax.random.normal(jax.random.key(1), (8, gan.z_dim)))
+    assert changed(s["g_tr"], g_tr), "G did not learn in its own update"
+    gan.sync({**after_d, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt2})
+    assert not changed(d_tr, [v.value for v in gan.discriminator.trainable_variables]), "G's step moved D"
+    assert int(gan.d_optimizer.iterations) == (2 if schedule == "two_step" else 1)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "mlp_bn"])
+def test_g_step_plays_against_the_d_that_d_steps_train(model):
+    gan = make(dataclasses.replace(TINY, model=model))
+    for layer in gan.discriminator.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0  # the comparison needs one dropout-free D
+    z = jax.random.normal(jax.random.key(2), (16, gan.z_dim))
+    fake = gan.generate(z, training=True)
+    d_stats = weights(gan.discriminator)
+    training_mode = float(bce(True, gan.discriminator(fake, training=True)))
+    inference_mode = float(bce(True, gan.discriminator(fake, training=False)))
+    for var, value in zip(gan.discriminator.weights, d_stats):
+        var.assign(value)
+    *_, d_nt, got = jax.jit(gan._g_step)(gan.state(), z)
+    assert float(got) == pytest.approx(training_mode, rel=1e-4, abs=1e-5)
+    if any(isinstance(layer, keras.layers.BatchNormalization) for layer in gan.discriminator.layers):
+        assert abs(inference_mode - training_mode) > 0.05, "the test cannot tell the two modes apart"
+    stats = [np.array(v) for v, keep in zip(d_nt, gan._layout[1]) if keep]
+    before = [np.array(v) for v in gan.discriminator.non_trainable_weights]
+    assert len(stats) == len(before) and not changed(before, stats), "G's step moved D's BatchNorm statistics"
+
+
+def test_same_seed_same_weights_and_resume_reaches_same_end(images, tmp_path):
+    # BatchNorm statistics, both optimisers and the EMA must all come back from the checkpoint.
+    cfg = dataclasses.replace(TINY, model="mlp_bn", ema=0.9)
+    a, b = run(cfg, images, tmp_path, "a"), run(cfg, images, tmp_path, "b")
+    assert T.weights_digest(a.gan) == T.weights_digest(b.gan)
+    assert a.history.equals(b.history)
+    assert int(a.gan.d_optimizer.iterations) == 80 and a.metrics["iterations"] == 40
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.iteration) >= 25:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, images, tmp_path, "cut", callbacks=(StopAt(),))
+    saved = json.loads((tmp_path / "cut/ckpt/state.json").read_text())
+    assert saved["iteration"] == 25, "the interrupt did not save a checkpoint at the exact iteration"
+    resumed = run(cfg, images, tmp_path, "cut")
+    assert resumed.resumed_from == 25
+    assert T.weights_digest(resumed.gan) == T.weights_digest(a.gan)
+    for x, y in zip(weights(a.gan.generator_ema), weights(resumed.gan.generator_ema)):
+        np.testing.assert_array_equal(x, y)
+    assert changed(weights(a.gan.generator_ema), weights(a.gan.generator))
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images, tmp_path):
+    cfg = dataclasses.replace(TINY, iterations=20)
+    run(cfg, images, tmp_path, "nan")
+    bad = np.full_like(images, np.nan)
+    with pytest.raises(T.Diverged) as err:
+        run(dataclasses.replace(cfg, iterations=40), bad, tmp_path, "nan")
+    assert "iteration 30" in str(err.value) and "iteration 20" in str(err.value)
+    assert json.loads((tmp_path / "nan/ckpt/state.json").read_text())["iteration"] == 20
+
+
+def test_bfloat16_keeps_float32_weights_and_logits(images, tmp_path):
+    res = run(dataclasses.replace(TINY, iterations=10, mixed_precision="bfloat16"), images, tmp_path, "bf16")
+    assert res.state["device"]["precision"] == "mixed_bfloat16" and res.state["device"]["backend"] == "jax"
+    assert all(w.dtype == "float32" for w in res.gan.generator.weights)
+    assert res.gan.discriminator(images[:4]).dtype == "float32"
+    assert np.isfinite(res.history[["d_loss", "g_loss"]].to_numpy()).all()

@@ -1,0 +1,102 @@
+"""Keras 3 on TensorFlow or JAX: the choice from params, the JAX suite, and backend-neutral figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ganlab import backend
+from ganlab.config import ConfigError, TrainConfig
+from ganlab.files import StageError
+
+from .conftest import ROOT
+
+
+def jax_env() -> dict:
+    return {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_the_jax_step_keeps_every_guarantee():
+    """tests/on_jax: isolation, the game, determinism, resume, NaN stop, bf16, without TF or MLflow loaded."""
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-rA", "-p", "no:cacheprovider", "tests/on_jax"]
+    out = subprocess.run(cmd, cwd=ROOT, env=jax_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    summary = out.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d\d+ passed", summary) and "skipped" not in summary, summary
+
+
+def test_a_keras_backend_that_disagrees_with_params_is_one_line(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    with pytest.raises(StageError) as err:
+        backend.use("jax")
+    assert "KERAS_BACKEND=tensorflow" in str(err.value) and "train.backend: jax" in str(err.value)
+    assert "\n" not in str(err.value)
+    backend.use("tensorflow")  # agreeing is fine
+
+
+def test_the_backend_is_part_of_the_fingerprint():
+    from ganlab.train import fingerprint
+
+    cfg = TrainConfig()
+    assert fingerprint(cfg, "h") != fingerprint(dataclasses.replace(cfg, backend="jax"), "h")
+
+
+@pytest.mark.parametrize("key, value", [("mixed_precision", "float16"), ("strategy", "mirrored"),
+                                        ("strategy", "multi_worker")])
+def test_jax_refuses_what_only_tensorflow_does(key, value):
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        dataclasses.replace(TrainConfig(), backend="jax", **{key: value}).validate()
+
+
+JUDGE = """
+import json, sys
+import numpy as np
+from ganlab import evaluate as ev
+from ganlab.config import EvaluateConfig
+from ganlab.saving import load_model
+d = sys.argv[1]
+x = np.load(d + "/x.npy")
+nets = [load_model(f"{d}/{n}.keras") for n in ("generator", "discriminator", "classifier")]
+metrics, d_real, d_fake = ev.judge(*nets, x, x, EvaluateConfig(n_samples=200, pr_k=3), z_dim=100)
+print(json.dumps({"metrics": metrics, "d_fake": d_fake[:20].ravel().tolist()}))
+"""
+
+
+def test_evaluate_gives_the_same_figures_on_either_backend(tmp_path):
+    """A generator is scored the same whichever backend loads it (within float tolerance)."""
+    import keras
+
+    from ganlab import classifier, models
+    from ganlab.saving import save_model
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(-1, 1, (300, 28, 28, 1)).astype(np.float32)
+    g, d = models.build("dcgan", 100, 0.25)
+    clf = classifier.build_classifier()
+    np.save(tmp_path / "x.npy", x)
+    for name, net in (("generator", g), ("discriminator", d), ("classifier", clf)):
+        save_model(net, tmp_path / f"{name}.keras")
+    runs = {}
+    for name, env in (("tensorflow", {**os.environ, "KERAS_BACKEND": "tensorflow"}), ("jax", jax_env())):
+        out = subprocess.run([sys.executable, "-c", JUDGE, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    tf_run, jax_run = runs["tensorflow"], runs["jax"]
+    np.testing.assert_allclose(tf_run["d_fake"], jax_run["d_fake"], rtol=1e-4, atol=1e-6)
+
+    def flat(m, prefix=""):
+        for k, v in m.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    want, got = dict(flat(tf_run["metrics"])), dict(flat(jax_run["metrics"]))
+    assert want.keys() == got.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
