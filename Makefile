@@ -65,6 +65,12 @@ ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
 
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
 
+SERVE_PORT ?= 5001
+MODEL ?= models:/ganlab-generator@champion
+serve: $(STAMP) ## Serve the champion generator: POST z to http://127.0.0.1:5001/invocations (see README, Serving)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  mlflow models serve -m '$(MODEL)' --env-manager local --host $(HOST) --port $(SERVE_PORT)
+
 server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1
 	@echo "MLflow server: http://$(HOST):$(PORT)   use it with: export MLFLOW_TRACKING_URI=http://$(HOST):$(PORT)"
 	mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \
@@ -107,4 +113,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu setup-gpu-jax run dcgan test bench bench-gpu ui server resend sweep exps compare lint lock clean
+.PHONY: help setup setup-gpu setup-gpu-jax run dcgan test bench bench-gpu ui serve server resend sweep exps compare lint lock clean

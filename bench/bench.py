@@ -141,6 +141,47 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
     return rows
 
 
+def serving_latency(requests: int = 50, batch: int = 64) -> dict:
+    """`make serve` on the project's champion: latency of POST /invocations with `batch` latent vectors
+    (JSON both ways, as a client sends them), over `requests` requests after 5 warm-up ones."""
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = json.dumps({"inputs": np.random.default_rng(0).standard_normal((batch, 100)).tolist()}).encode()
+    try:
+        deadline = time.time() + 180
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            return {"error": "make serve did not start (is there a champion? run make run first)"}
+        times = []
+        for i in range(5 + requests):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=60) as r:
+                r.read()
+            if i >= 5:
+                times.append(time.perf_counter() - t0)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    ms = np.asarray(times) * 1000
+    return {"batch": batch, "requests": requests, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p90_ms": round(float(np.percentile(ms, 90)), 1),
+            "images_per_s": round(batch * len(ms) / (ms.sum() / 1000), 1)}
+
+
 def jax_rows(args) -> dict:
     """`backend_rows` on JAX, from a second process of this script."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,12 +231,18 @@ def main() -> None:
                     help="time only this process's backend (KERAS_BACKEND): mlp, and dcgan in float32 and bf16")
     ap.add_argument("--jax-dcgan-iterations", type=int, default=2,
                     help="timed DCGAN iterations on JAX (its CPU convolutions are slow)")
+    ap.add_argument("--serving-only", action="store_true",
+                    help="time only `make serve` (needs a champion) and add it to --out")
     args = ap.parse_args()
     x, _ = load_split(ROOT / "data/prepared", "train")
     x = np.asarray(x)
     base = TrainConfig(model="mlp")
     results: dict = {"machine": {**cpu_info(), "cpus": os.cpu_count(), "python": platform.python_version(),
                                  "keras": keras.__version__, "backend": keras.backend.backend()}}
+    if args.serving_only:  # added to the file's other rows, which keep their own machine
+        old = json.loads(args.out.read_text()) if args.out.exists() else {"machine": results["machine"]}
+        write(args.out, {**old, "serving": serving_latency()})
+        return
     if args.backend_only:
         if keras.backend.backend() == "jax":
             import jax
@@ -237,6 +284,8 @@ def main() -> None:
     results["train_stage_jax_speedup"] = round(jax_its / stage["tensorflow"]["iterations_per_s"], 2)
     results["train_stage_jax_speedup_vs_book"] = round(jax_its / results["book_loop_its"], 1)
     results["train_stage_peak_rss_mb"] = stage["tensorflow"]["peak_rss_mb"]
+    print("serving ...", flush=True)
+    results["serving"] = serving_latency()
     write(args.out, results)
 
 

@@ -40,8 +40,10 @@ def main() -> None:
     runs = run.read(mlflow.search_runs, experiment_ids=[info.get("experiment_id")],
                     max_results=cfg.max_runs, order_by=["start_time DESC"])
     champion = None
-    if cfg.register and info.get("generator_uri"):
-        champion = run.register(info["generator_uri"], cfg.registered_model, m_eval["quality"]["frechet_distance"])
+    # The served pyfunc (it checks requests), or G's Keras flavour for a run logged before it existed.
+    served = info.get("generator_service_uri") or info.get("generator_uri")
+    if cfg.register and served:
+        champion = run.register(served, cfg.registered_model, m_eval["quality"]["frechet_distance"])
 
     exp_page = tracking.ui_link(info.get("experiment_id", ""))
     link = f"{exp_page.replace('?', f'/runs/{run.run_id}?')} (after `make ui`; all runs: {exp_page})"

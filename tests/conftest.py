@@ -139,6 +139,20 @@ def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) 
     return env
 
 
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    """A scratch copy of the project (SMALL params, the default store: sqlite:///<project>/mlflow.db),
+    shared by test_pipeline.py and test_serving.py."""
+    dest = tmp_path_factory.mktemp("project")
+    return dest, make_project(dest)
+
+
+@pytest.fixture(scope="session")
+def repro(project):
+    dest, env = project
+    return sh(["dvc", "repro"], dest, env)
+
+
 def start_train(dest: Path, env: dict, name: str, **train) -> tuple[subprocess.Popen, list[str]]:
     """Start the train stage in the background on params.yaml with `train` overrides, all under `name/`.
 

@@ -13,19 +13,7 @@ import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from .conftest import ROOT, make_project, sh, start_train, wait_for
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("project")
-    return dest, make_project(dest)  # the default store: sqlite:///<project>/mlflow.db
-
-
-@pytest.fixture(scope="module")
-def repro(project):
-    dest, env = project
-    return sh(["dvc", "repro"], dest, env)
+from .conftest import ROOT, sh, start_train, wait_for
 
 
 def test_dag_order(project):

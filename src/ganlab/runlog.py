@@ -125,9 +125,29 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
     status = MlflowClient().get_run(run_id).info.status
     # log_model needs an active run; start_run would mark it FINISHED on exit, so put the status back.
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y))
+        if op.get("service"):
+            info = _log_service(op, infer_signature(x, y))
+        else:
+            info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y))
     MlflowClient().set_terminated(run_id, status)
     return info
+
+
+def _log_service(op: dict, signature: Any) -> Any:
+    """G as the pyfunc of `ganlab/serving.py`, which checks requests; what `make serve` serves."""
+    import importlib.metadata
+
+    import mlflow.pyfunc
+
+    here = Path(__file__).parent
+    backend = op["backend"]
+    wheel = {"tensorflow": "tensorflow", "jax": "jax"}[backend]
+    # Listed, not inferred: inferring loads the model in a subprocess, which costs seconds.
+    requirements = [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "keras", "numpy", wheel)]
+    return mlflow.pyfunc.log_model(
+        name=op["name"], python_model=str(here / "serving.py"), artifacts={"generator": op["path"]},
+        code_paths=[str(here / "layers.py")], signature=signature, model_config={"keras_backend": backend},
+        pip_requirements=requirements)
 
 
 class RunLog:
@@ -197,6 +217,12 @@ class RunLog:
     def log_model(self, model: Any, name: str, saved_at: Path) -> str | None:
         """Log a Keras model (saved at `saved_at`, which a replay loads); return its model URI."""
         info = self.submit({"op": "model", "name": name, "path": str(Path(saved_at).resolve())}, model)
+        return info.model_uri if info else None
+
+    def log_service(self, saved_at: Path, backend: str) -> str | None:
+        """Log the generator saved at `saved_at` as the served pyfunc (`generator_service`); return its URI."""
+        info = self.submit({"op": "model", "name": "generator_service", "path": str(Path(saved_at).resolve()),
+                            "service": True, "backend": backend})
         return info.model_uri if info else None
 
     def register(self, model_uri: str, name: str, frechet_distance: float) -> dict | None:
@@ -272,6 +298,8 @@ class TrainTracking(keras.callbacks.Callback):
             run.log_artifact(path, "plots")
         uris = {f"{name}_uri": uri for name, (model, saved) in models.items()
                 if (uri := run.log_model(model, name, saved))}
+        if "generator" in models and (uri := run.log_service(models["generator"][1], keras.backend.backend())):
+            uris["generator_service_uri"] = uri
         # Later stages (sampling, the report) find the logged models through these URIs.
         write_run_info(self.info_file, run.run_id, **uris)
         run.end("FINISHED")

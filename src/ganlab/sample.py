@@ -24,12 +24,16 @@ def load(uri: str):
         return load_model(Path(uri))
     import mlflow
     import mlflow.keras
+    import mlflow.pyfunc
 
     from ganlab import tracking
 
     tracking.connect()
     try:
-        return mlflow.keras.load_model(uri)
+        if "keras" in mlflow.models.get_model_info(uri).flavors:
+            return mlflow.keras.load_model(uri)
+        # The served pyfunc (what the registry holds): the Keras model inside it.
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().generator
     except Exception as exc:  # MLflow raises several types for an unknown URI
         raise StageError(f"cannot load {uri} ({type(exc).__name__}: {str(exc)[:120]}); "
                          "check the name, alias or run id in the MLflow UI (`make ui`)") from None
@@ -41,6 +45,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("samples.png"))
+    ap.add_argument("--npy", type=Path, help="also save the images, (n, 28, 28, 1) in [-1, 1], as a .npy file")
     args = ap.parse_args()
     if not 1 <= args.n <= 1024:
         raise StageError(f"--n {args.n} is out of range; use 1..1024")
@@ -52,6 +57,8 @@ def main() -> None:
     images = generator.predict(z, verbose=0)
     cols = math.ceil(math.sqrt(args.n))
     save_grid(images, math.ceil(args.n / cols), args.out, cols=cols)
+    if args.npy:
+        np.save(args.npy, images)
     print(f"sample: {args.n} digits from {args.model} -> {args.out}")
 
 
