@@ -34,10 +34,10 @@ def main() -> None:
     discriminator = load_model(args.train / "discriminator.keras")
     classifier = load_model(args.classifier)
     x_train, _ = load_split(args.data, "train")
-    x_test, _ = load_split(args.data, "test")
+    x_test, y_test = load_split(args.data, "test")
     # train.ema: the averaged G, scored on the same z in the same pass.
     ema = load_model(args.train / "generator_ema.keras") if (args.train / "generator_ema.keras").exists() else None
-    metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim, ema)
+    metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim, ema, y_test)
     write_json(args.metrics, metrics)
     files = ev.pictures(generator, x_train, metrics["confusion"], cfg, z_dim, args.out)
     args.plots.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,8 @@ def main() -> None:
     q, r, cm = metrics["quality"], metrics["reference"], metrics["confusion"]
     print(f"evaluate: D accuracy {cm['accuracy']:.3f}, "
           f"FD {q['frechet_distance']:.2f} (real {r['frechet_distance']:.2f}), "
-          f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}")
+          f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+          + (f", label agreement {metrics['label_agreement']['overall']:.3f}" if "label_agreement" in metrics else ""))
 
 
 if __name__ == "__main__":

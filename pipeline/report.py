@@ -42,14 +42,17 @@ def main() -> None:
     champion = None
     # The served pyfunc (it checks requests), or G's Keras flavour for a run logged before it existed.
     served = info.get("generator_service_uri") or info.get("generator_uri")
+    # Like with like: conditional generators (another request format) have a registered model and champion of
+    # their own, so a conditional champion is the best conditional G by Fréchet distance.
+    registered = cfg.registered_model + ("-conditional" if "label_agreement" in m_eval else "")
     if cfg.register and served:
-        champion = run.register(served, cfg.registered_model, m_eval["quality"]["frechet_distance"])
+        champion = run.register(served, registered, m_eval["quality"]["frechet_distance"])
 
     exp_page = tracking.ui_link(info.get("experiment_id", ""))
     link = f"{exp_page.replace('?', f'/runs/{run.run_id}?')} (after `make ui`; all runs: {exp_page})"
     lines = identity(tcfg, m_prep, m_train, tags, run.run_id, link)
     if champion:
-        lines.append(f"registry: `{cfg.registered_model}` version {champion['version']}"
+        lines.append(f"registry: `{registered}` version {champion['version']}"
                      f"{', now the champion' if champion['champion'] else ''}")
     parts = sections(lines, args.train, args.evaluate, args.out, m_eval, m_clf, params.evaluate.n_samples, runs,
                      run.run_id)

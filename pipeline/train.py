@@ -40,7 +40,7 @@ def main() -> None:
     from ganlab.train import RESOLVED, resolve, train, weights_digest
 
     data_hash = data_info(args.data)["data_hash"]
-    images, _ = load_split(args.data, "train")
+    images, labels = load_split(args.data, "train")
     signal.signal(signal.SIGTERM, _sigterm)
 
     logged = {k: str(v) for k, v in flatten(params).items() if k.split(".")[0] in ("prepare", "train")}
@@ -57,7 +57,7 @@ def main() -> None:
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
     try:
         result = train(cfg, images, data_hash, args.out / "samples", args.checkpoints,
-                       callbacks=(mlrun,))
+                       callbacks=(mlrun,), labels=labels)
     except BaseException as exc:
         mlrun.stopped(exc)
         raise

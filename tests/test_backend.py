@@ -100,3 +100,18 @@ def test_evaluate_gives_the_same_figures_on_either_backend(tmp_path):
     assert want.keys() == got.keys()
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+
+
+def test_a_checkpoint_from_the_other_backend_is_refused_and_kept(tmp_path):
+    from ganlab import train as T
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    state = {"fingerprint": "f", "iteration": 10, "checkpoint": "ckpt-10.npz", "device": {"backend": "jax"}}
+    (ckpt / "state.json").write_text(json.dumps(state))
+    cfg = TrainConfig(iterations=20, sample_interval=10, batch_size=16, width=0.25)
+    x = np.zeros((32, 28, 28, 1), np.float32)
+    with pytest.raises(StageError) as err:
+        T.train(cfg, x, "h", tmp_path / "samples", ckpt)
+    assert "written by train.backend: jax" in str(err.value) and "\n" not in str(err.value)
+    assert (ckpt / "state.json").exists()

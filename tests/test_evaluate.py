@@ -96,3 +96,11 @@ def test_the_stage_work_on_tiny_models(tmp_path):
     assert sorted(f.name for f in files) == sorted(["grid_4x4.png", "grid_5x5.png", "grid_10x10.png",
                                                     "interpolation.png", "neighbours.png", "confusion.png"])
     assert all(f.stat().st_size > 0 for f in files)
+
+
+def test_label_agreement_overall_and_per_digit():
+    asked = np.array([0, 0, 1, 1, 2])
+    read = np.array([0, 5, 1, 1, 7])
+    agree = ev.label_agreement(asked, read)
+    assert agree["overall"] == pytest.approx(3 / 5)
+    assert agree["per_digit"] == {"0": 0.5, "1": 1.0, "2": 0.0}

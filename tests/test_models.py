@@ -15,10 +15,26 @@ from ganlab.layers import UpConv2D
 def test_shapes(name):
     g, d = models.build(name, z_dim=100)
     z = np.random.default_rng(0).standard_normal((5, 100)).astype(np.float32)
-    x = g(z).numpy()
+    x = models.draw(g, z)
     assert x.shape == (5, 28, 28, 1)
     assert -1 <= x.min() and x.max() <= 1  # tanh, like the rescaled data
-    assert d(x).shape == (5, 1)
+    judged = d({"image": x, "digit": models.grid_digits(5)}) if models.is_conditional(d) else d(x)
+    assert judged.shape == (5, 1)
+    assert models.is_conditional(g) == models.REGISTRY[name].conditional
+
+
+def test_the_conditional_generator_draws_what_the_digit_says(tmp_path):
+    g, d = models.build("cdcgan", z_dim=100, width=0.25)
+    z = np.random.default_rng(0).standard_normal((4, 100)).astype(np.float32)
+    threes, sevens = models.draw(g, z, np.full(4, 3)), models.draw(g, z, np.full(4, 7))
+    assert not np.allclose(threes, sevens), "the digit does not reach G"
+    real = np.zeros((2, 28, 28, 1), np.float32)
+    assert not np.allclose(d({"image": real, "digit": np.array([[1], [8]])}).numpy()[0],
+                           d({"image": real, "digit": np.array([[8], [8]])}).numpy()[0]), "the digit does not reach D"
+    saving.save_model(g, tmp_path / "g.keras")
+    again = saving.load_model(tmp_path / "g.keras")
+    assert models.is_conditional(again)
+    np.testing.assert_allclose(models.draw(again, z, np.full(4, 3)), threes, atol=1e-6)
 
 
 def test_book_mlp_sizes():

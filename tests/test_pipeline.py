@@ -159,11 +159,11 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     import mlflow
 
     dest, env = project
-    # Two models through DVC's own queue, one on each backend; DCGAN costs seconds per iteration on 2 CPU
-    # cores (on TensorFlow: JAX's CPU convolutions are slower still).
+    # Two models through DVC's own queue, one on each backend; the (conditional) DCGAN costs seconds per
+    # iteration on 2 CPU cores (on TensorFlow: JAX's CPU convolutions are slower still).
     common = ["-S", "train.experiment=sweep", "-S", "train.iterations=4", "-S", "train.batch_size=32",
               "-S", "train.sample_interval=2", "-S", "train.checkpoint_interval=2"]
-    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=dcgan", *common], dest, env)
+    sh(["dvc", "exp", "run", "--queue", "-S", "train.model=cdcgan", *common], dest, env)
     sh(["dvc", "exp", "run", "--queue", "-S", "train.model=mlp_bn", "-S", "train.backend=jax", *common], dest, env)
     assert sh(["dvc", "queue", "status"], dest, env).stdout.count("Queued") == 2
     sh(["dvc", "queue", "start", "-j", "2"], dest, env)
@@ -175,13 +175,14 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
         time.sleep(3)
     assert status.count("Success") == 2, status + sh(["dvc", "queue", "logs", "--help"], dest, env).stdout
     table = sh(["dvc", "exp", "show", "--csv"], dest, env).stdout
-    assert "dcgan" in table and "mlp_bn" in table and "quality.frechet_distance" in table
+    assert "cdcgan" in table and "mlp_bn" in table and "quality.frechet_distance" in table
+    assert "label_agreement.overall" in table  # the conditional model's own score
 
     mlflow.set_tracking_uri(f"sqlite:///{dest / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sweep"])
-    assert sorted(runs["params.train.model"]) == ["dcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["params.train.model"]) == ["cdcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
     # The JAX run trained on JAX, and was evaluated, reported and logged like the other.
-    assert dict(zip(runs["params.train.model"], runs["tags.backend"])) == {"dcgan": "tensorflow", "mlp_bn": "jax"}
+    assert dict(zip(runs["params.train.model"], runs["tags.backend"])) == {"cdcgan": "tensorflow", "mlp_bn": "jax"}
     assert "jax" in table and "tensorflow" in table
     # Each MLflow run names its DVC experiment (tag and run name), and each experiment its MLflow run.
     assert runs["tags.dvc_experiment"].notna().all() and runs["tags.dvc_baseline_rev"].notna().all()
@@ -199,7 +200,21 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     assert s1 < e2 and s2 < e1, runs[["start_time", "end_time"]]
     cmp = sh([sys.executable, "-m", "ganlab.compare", "--experiment", "sweep", "--out", str(dest / "compare.png")],
              dest, env).stdout
-    assert "dcgan" in cmp and "mlp_bn" in cmp and (dest / "compare.png").exists()
+    assert "cdcgan" in cmp and "mlp_bn" in cmp and (dest / "compare.png").exists()
+
+    # The conditional G is registered apart (its own champion), and draws the digit it is asked for.
+    conditional = "models:/ganlab-generator-conditional@champion"
+    sh([sys.executable, "-m", "ganlab.sample", "--model", conditional, "--digit", "all", "--out", "all.png"], dest, env)
+    grid = plt.imread(dest / "all.png")
+    assert grid.shape[0] == grid.shape[1] >= 280, grid.shape  # 10 x 10 digits
+    sh([sys.executable, "-m", "ganlab.sample", "--model", conditional, "--digit", "7", "--n", "4", "--npy", "7.npy"],
+       dest, env)
+    import numpy as np
+    assert np.load(dest / "7.npy").shape == (4, 28, 28, 1)
+    for bad, says in (([conditional, "--digit", "12"], "--digit 12 is not a digit"),
+                      (["models:/ganlab-generator@champion", "--digit", "3"], "is not conditional")):
+        out = sh([sys.executable, "-m", "ganlab.sample", "--model", *bad], dest, env, check=False)
+        assert out.returncode != 0 and says in out.stderr.strip().splitlines()[-1], out.stderr[-1000:]
 
 
 def test_push_then_pull_gives_a_second_clone_the_results_without_training(project, repro, tmp_path):

@@ -29,12 +29,12 @@ def post(port: int, body: bytes) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def server(project, repro):
-    dest, env = project
+def serve(dest, env, model: str = CHAMPION):
+    """`make serve` for `model` in the project at `dest`; yields its port, then stops it by its PID."""
     port = free_port()
-    proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}", f"VENV={VENV_BIN.parent}"], cwd=dest, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}", f"VENV={VENV_BIN.parent}", f"MODEL={model}"],
+                            cwd=dest, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -49,6 +49,11 @@ def server(project, repro):
     yield port
     os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow and uvicorn share the session started for them
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(project, repro):
+    yield from serve(*project)
 
 
 def test_served_images_are_those_of_the_sample_cli(project, server, tmp_path):
@@ -89,3 +94,42 @@ def test_the_served_model_loads_without_the_ganlab_package(project, repro):
     out = subprocess.run([sys.executable, "-c", script], cwd=dest, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("(2, 28, 28, 1)")
+
+
+LOG_CONDITIONAL = """
+import sys, mlflow
+from ganlab import models, saving
+from ganlab.runlog import _log_model
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+g, _ = models.build("cdcgan", 100, 0.25)
+saving.save_model(g, sys.argv[1])
+run = mlflow.MlflowClient().create_run(mlflow.set_experiment("serving-test").experiment_id)
+op = {"op": "model", "name": "generator_service", "path": sys.argv[1], "service": True, "backend": "tensorflow"}
+mlflow.register_model(_log_model(run.info.run_id, op, None).model_uri, "conditional-test")
+"""
+
+
+@pytest.fixture(scope="module")
+def conditional(project, repro, tmp_path_factory):
+    """An untrained conditional G, logged and registered as the train stage does, then served."""
+    dest, env = project
+    path = tmp_path_factory.mktemp("cond") / "generator.keras"
+    sh([sys.executable, "-c", LOG_CONDITIONAL, str(path)], dest, env)
+    for port in serve(dest, env, "models:/conditional-test/1"):
+        yield port, path
+
+
+def test_a_conditional_generator_serves_the_digits_asked_for(conditional):
+    from ganlab import models, saving
+
+    port, path = conditional
+    z = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
+    status, answer = post(port, json.dumps({"inputs": {"z": z.tolist(), "digit": [7, 3, 0]}}).encode())
+    assert status == 200, answer
+    want = models.draw(saving.load_model(path), z, np.array([7, 3, 0]))
+    np.testing.assert_allclose(np.asarray(answer["predictions"], np.float32), want, atol=1e-5)
+    for case, body in (("a digit out of range", {"z": z.tolist(), "digit": [7, 10, 0]}),
+                       ("a digit short", {"z": z.tolist(), "digit": [7, 3]}),
+                       ("no digit", z.tolist())):
+        status, answer = post(port, json.dumps({"inputs": body}).encode())
+        assert 400 <= status < 500, (case, status, str(answer)[:500])

@@ -297,3 +297,14 @@ def test_ema_follows_g_and_resumes_exactly(images, tmp_path):
     for a, b in zip(weights(ref.gan.generator_ema), weights(resumed.gan.generator_ema)):
         np.testing.assert_array_equal(a, b)
     assert changed(weights(ref.gan.generator_ema), weights(ref.gan.generator))
+
+
+def test_a_conditional_gan_trains_on_images_with_their_digits(images, tmp_path):
+    cfg = dataclasses.replace(TINY, model="cdcgan", iterations=4, sample_interval=2, checkpoint_interval=2,
+                              steps_per_execution=1)
+    labels = np.arange(len(images)) % 10
+    with pytest.raises(StageError, match="needs a digit label for every image"):
+        run(cfg, images, tmp_path, "none")
+    res = run(cfg, images, tmp_path, "cond", labels=labels)
+    assert res.metrics["iterations"] == 4 and np.isfinite(res.history[["d_loss", "g_loss"]].to_numpy()).all()
+    assert res.gan.conditional and (tmp_path / "cond/samples/iter_000004.png").exists()

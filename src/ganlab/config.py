@@ -43,7 +43,7 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: Literal["mlp", "mlp_bn", "dcgan"] = "mlp"
+    model: Literal["mlp", "mlp_bn", "dcgan", "cdcgan"] = "mlp"
     # null means the reference value of the chosen model (models.REGISTRY; train.resolve fills it in).
     iterations: int | None = None
     batch_size: int | None = None

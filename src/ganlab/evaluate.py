@@ -18,6 +18,7 @@ import scipy.linalg
 
 from ganlab import classifier as clf
 from ganlab.config import EvaluateConfig
+from ganlab.models import draw, grid_digits, is_conditional
 from ganlab.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -176,11 +177,21 @@ def _sigmoid(logits) -> np.ndarray:
     return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
 
 
+def label_agreement(asked: np.ndarray, read: np.ndarray) -> dict:
+    """Share of generated images that the classifier reads as the digit asked for, overall and per digit."""
+    asked, read = np.ravel(asked), np.ravel(read)
+    return {"overall": round(float((asked == read).mean()), 5),
+            "per_digit": {str(d): round(float((read[asked == d] == d).mean()), 5) for d in range(10)
+                          if (asked == d).any()}}
+
+
 def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.ndarray, cfg: EvaluateConfig,
-          z_dim: int, ema=None) -> tuple[dict, np.ndarray, np.ndarray]:
+          z_dim: int, ema=None, y_test: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """D's confusion matrix on real test images against as many fresh fakes, and the quality of those
     fakes next to real train images (the reference) and noise; return (metrics, D(real), D(fake)).
     With `ema` (the moving average of G), its fakes from the same z are scored too, as `quality_ema`.
+    A conditional G is asked for the digits 0-9 in turn, and scored on `label_agreement` too; its D
+    judges real test images with their labels `y_test`, and fakes with the digits they were asked for.
 
     The metrics dict is the one DVC's metrics file and MLflow both get.
     """
@@ -188,16 +199,27 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     n = min(cfg.n_samples, len(x_test), len(x_train))
     real = np.asarray(x_test[:n])  # never seen in training
     z = rng.standard_normal((n, z_dim)).astype(np.float32)
-    fakes = generator.predict(z, batch_size=1000, verbose=0)
-    more = {"ema": ema.predict(z, batch_size=1000, verbose=0)} if ema is not None else None
-    d_real = _sigmoid(discriminator.predict(real, batch_size=1000, verbose=0))
-    d_fake = _sigmoid(discriminator.predict(fakes, batch_size=1000, verbose=0))
+    conditional = is_conditional(generator)
+    digits = grid_digits(n) if conditional else None
+    fakes = draw(generator, z, digits)
+    more = {"ema": draw(ema, z, digits)} if ema is not None else None
+
+    def d_of(images, labels):
+        x = {"image": images, "digit": np.asarray(labels, np.int32).reshape(-1, 1)} if conditional else images
+        return _sigmoid(discriminator.predict(x, batch_size=1000, verbose=0))
+
+    d_real = d_of(real, None if y_test is None else y_test[:n])
+    d_fake = d_of(fakes, digits)
     ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
     q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed, more)
     metrics = {"confusion": confusion(d_real, d_fake), "quality": q["generated"], "reference": q["real_reference"],
                "noise": q["noise_reference"]}
     if ema is not None:
         metrics["quality_ema"] = q["ema"]
+    if conditional:
+        metrics["label_agreement"] = label_agreement(digits, clf.embed(classifier, fakes)[2].argmax(1))
+        if ema is not None:
+            metrics["label_agreement_ema"] = label_agreement(digits, clf.embed(classifier, more["ema"])[2].argmax(1))
     return metrics, d_real, d_fake
 
 
@@ -214,10 +236,16 @@ def pictures(generator, x_train: np.ndarray, cm: dict, cfg: EvaluateConfig, z_di
     heatmap, all from fixed z so that runs compare picture for picture; return the files."""
     out.mkdir(parents=True, exist_ok=True)
     z_fixed = np.random.default_rng(0).standard_normal((100, z_dim)).astype(np.float32)
-    grids = generator.predict(z_fixed, verbose=0)
+    grids = draw(generator, z_fixed)
     files = [save_grid(grids, rows, out / f"grid_{rows}x{rows}.png") for rows in (4, 5, 10)]
+    conditional = is_conditional(generator)
+    if conditional:  # one row per digit, the same ten z in each row
+        files.append(save_grid(draw(generator, np.tile(z_fixed[:10], (10, 1)), np.repeat(np.arange(10), 10)), 10,
+                               out / "digits.png"))
     z_pairs = np.random.default_rng(1).standard_normal((cfg.n_interpolations, 2, z_dim)).astype(np.float32)
-    strip = np.concatenate([generator.predict(interpolate(a, b, 10), verbose=0) for a, b in z_pairs])
+    # A conditional G keeps one digit along each line (line i: digit i mod 10).
+    strip = np.concatenate([draw(generator, interpolate(a, b, 10), np.full(10, i % 10) if conditional else None)
+                            for i, (a, b) in enumerate(z_pairs)])
     files.append(save_image(tile(strip, cfg.n_interpolations, 10), out / "interpolation.png"))
     sample = grids[: cfg.n_neighbours]
     nearest = np.stack([x_train[i] for i in nearest_neighbours(sample, x_train)])

@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ganlab.models import grid_digits
+
 HISTORY_METRICS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
 
 
@@ -48,16 +50,18 @@ class GAN(keras.Model):
     Keras epoch is one sample interval, and the callbacks see it as they would under `fit()`."""
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
-                 d_schedule: str = "two_step", **kwargs):
+                 d_schedule: str = "two_step", conditional: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.z_dim = z_dim
+        # G takes {"z", "digit"} and D {"image", "digit"}; batches draw real labels with their images.
+        self.conditional = conditional
         self.seed = seed
         self.d_schedule = d_schedule
         self.ema = None  # set with generator_ema by `track_ema`
         self.generator_ema: keras.Model | None = None
-        self.images = None  # set by set_data; a plain array, so it is never checkpointed
+        self.images = self.labels = None  # set by set_data; plain arrays, so never checkpointed
         # Both networks are built from their Input layers; fit() needs to be told.
         self.built = True
 
@@ -99,13 +103,23 @@ class GAN(keras.Model):
         """Completed iterations: G steps once per iteration, and is saved in every checkpoint."""
         return self.g_optimizer.iterations
 
+    def g_inputs(self, z, digits):
+        return {"z": z, "digit": digits} if self.conditional else z
+
+    def d_inputs(self, images, digits):
+        return {"image": images, "digit": digits} if self.conditional else images
+
     def call(self, z, training=False):
         return self.generate(z, training=training)
 
-    def generate(self, z, training: bool = False):
-        return ops.cast(self.generator(z, training=training), "float32")
+    def generate(self, z, digits=None, training: bool = False):
+        """G(z) as float32; a conditional G draws `digits`, by default 0-9 in turn."""
+        if self.conditional and digits is None:
+            digits = grid_digits(len(z))
+        return ops.cast(self.generator(self.g_inputs(z, digits), training=training), "float32")
 
-    def set_data(self, images) -> None:
+    def set_data(self, images, labels=None) -> None:
+        """Hold the training images (N, 28, 28, 1), and their digits for a conditional GAN, on the device."""
         raise NotImplementedError
 
     def run(self, epochs: int, steps: int, callbacks: list[keras.callbacks.Callback]) -> None:

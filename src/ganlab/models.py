@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 from ganlab.layers import UpConv2D
@@ -79,12 +80,7 @@ def mlp_bn_discriminator(width: float = 1.0) -> keras.Model:
     )
 
 
-def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> keras.Model:
-    """The blog's G: Dense(7*7*128, relu), 2x (UpSampling, Conv2D(k=4, relu), BN), Conv2D(1, 4, tanh).
-
-    With `fused` (the default) each UpSampling + Conv2D pair is one `UpConv2D`: same weights, same
-    outputs, 25/64 of the multiply-adds. `fused=False` builds the blog's layers, for the benchmark.
-    """
+def _dcgan_g_layers(z_dim: int, width: float, fused: bool) -> list:
     c = _units(128, width)
 
     def up(filters: int) -> list:
@@ -92,34 +88,68 @@ def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> keras
             return [UpConv2D(filters, 4, activation="relu")]
         return [layers.UpSampling2D(), layers.Conv2D(filters, 4, padding="same", activation="relu")]
 
-    return keras.Sequential(
-        [
-            keras.Input((z_dim,)),
-            layers.Dense(7 * 7 * c, activation="relu"),
-            layers.Reshape((7, 7, c)),
-            *up(c),
-            layers.BatchNormalization(),
-            *up(_units(64, width)),
-            layers.BatchNormalization(),
-            layers.Conv2D(1, 4, padding="same", activation="tanh", dtype="float32"),
-        ],
-        name="generator",
-    )
+    return [
+        layers.Dense(7 * 7 * c, activation="relu"),
+        layers.Reshape((7, 7, c)),
+        *up(c),
+        layers.BatchNormalization(),
+        *up(_units(64, width)),
+        layers.BatchNormalization(),
+        layers.Conv2D(1, 4, padding="same", activation="tanh", dtype="float32"),
+    ]
 
 
-def dcgan_discriminator(width: float = 1.0) -> keras.Model:
-    """The blog's D: Conv2D 32/64/128 (k=4, s=2, relu) each with BN, Dense(256), Dropout(0.25), Dense(1)."""
-    stack: list = [keras.Input(IMG_SHAPE)]
+def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> keras.Model:
+    """The blog's G: Dense(7*7*128, relu), 2x (UpSampling, Conv2D(k=4, relu), BN), Conv2D(1, 4, tanh).
+
+    With `fused` (the default) each UpSampling + Conv2D pair is one `UpConv2D`: same weights, same
+    outputs, 25/64 of the multiply-adds. `fused=False` builds the blog's layers, for the benchmark.
+    """
+    return keras.Sequential([keras.Input((z_dim,)), *_dcgan_g_layers(z_dim, width, fused)], name="generator")
+
+
+def _dcgan_d_layers(width: float) -> list:
+    stack: list = []
     for n in (32, 64, 128):
         stack += [layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"),
                   layers.BatchNormalization()]
-    stack += [
+    return stack + [
         layers.Flatten(),
         layers.Dense(_units(256, width), activation="relu"),
         layers.Dropout(0.25),
         layers.Dense(1, dtype="float32"),
     ]
-    return keras.Sequential(stack, name="discriminator")
+
+
+def dcgan_discriminator(width: float = 1.0) -> keras.Model:
+    """The blog's D: Conv2D 32/64/128 (k=4, s=2, relu) each with BN, Dense(256), Dropout(0.25), Dense(1)."""
+    return keras.Sequential([keras.Input(IMG_SHAPE), *_dcgan_d_layers(width)], name="discriminator")
+
+
+def _apply(stack: list, x):
+    for layer in stack:
+        x = layer(x)
+    return x
+
+
+def cdcgan_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+    """The blog's G conditioned on the digit, as keras.io's conditional GAN: a learned embedding of the
+    digit joined to z. Inputs `z` (z_dim floats) and `digit` (one int in 0-9)."""
+    z = keras.Input((z_dim,), name="z")
+    digit = keras.Input((1,), dtype="int32", name="digit")
+    label = layers.Flatten()(layers.Embedding(10, 50)(digit))
+    out = _apply(_dcgan_g_layers(z_dim, width, True), layers.Concatenate()([z, label]))
+    return keras.Model({"z": z, "digit": digit}, out, name="generator")
+
+
+def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
+    """The blog's D conditioned on the digit: the embedded digit, projected to a 28x28 plane, joined to
+    the image as a second channel. Inputs `image` and `digit`."""
+    image = keras.Input(IMG_SHAPE, name="image")
+    digit = keras.Input((1,), dtype="int32", name="digit")
+    plane = layers.Reshape(IMG_SHAPE)(layers.Dense(28 * 28)(layers.Flatten()(layers.Embedding(10, 50)(digit))))
+    out = _apply(_dcgan_d_layers(width), layers.Concatenate()([image, plane]))
+    return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
 @dataclass(frozen=True)
@@ -139,6 +169,8 @@ class ModelSpec:
     # Steps per compiled call: 20 cuts the MLPs' Python overhead (1.2x); a DCGAN step takes seconds
     # on a CPU, and a signal is handled between calls, so one step per call keeps Ctrl-C prompt.
     steps_per_execution: int = 20
+    # G and D also take the digit (`cdcgan`): batches carry real labels, fakes draw theirs.
+    conditional: bool = False
 
 
 # Reference values from ../shared/seeds: the book (Adam() defaults, 20,000 iterations sampled every
@@ -154,7 +186,29 @@ REGISTRY: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(dcgan_generator, dcgan_discriminator, batch_size=200, learning_rate=1e-3, beta_1=0.9,
                        iterations=3_000, sample_interval=300, checkpoint_interval=300, cpu_bf16=True,
                        steps_per_execution=1),
+    # Not in the seeds: the blog's DCGAN, conditioned on the digit, at the blog's settings and length.
+    "cdcgan": ModelSpec(cdcgan_generator, cdcgan_discriminator, batch_size=200, learning_rate=1e-3, beta_1=0.9,
+                        iterations=3_000, sample_interval=300, checkpoint_interval=300, cpu_bf16=True,
+                        steps_per_execution=1, conditional=True),
 }
+
+
+def is_conditional(model: keras.Model) -> bool:
+    """Whether `model` also takes the digit (a `cdcgan` G or D, saved or not)."""
+    return any(t.name == "digit" for t in model.inputs)
+
+
+def grid_digits(n: int) -> np.ndarray:
+    """Digits 0-9 in turn, shape (n, 1): what a conditional G draws when none are asked for."""
+    return (np.arange(n) % 10).astype(np.int32).reshape(n, 1)
+
+
+def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None, batch_size: int = 1000):
+    """G's images for `z` as a numpy array; a conditional G draws `digits` (by default 0-9 in turn)."""
+    if not is_conditional(generator):
+        return generator.predict(z, batch_size=batch_size, verbose=0)
+    digits = grid_digits(len(z)) if digits is None else np.asarray(digits, np.int32).reshape(-1, 1)
+    return generator.predict({"z": z, "digit": digits}, batch_size=batch_size, verbose=0)
 
 
 def build(name: str, z_dim: int, width: float = 1.0) -> tuple[keras.Model, keras.Model]:

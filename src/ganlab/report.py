@@ -148,7 +148,8 @@ def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: s
         f"model `{tcfg.model}`, {m_train['iterations']:,} iterations, D schedule `{tcfg.d_schedule}`, "
         f"seed {tcfg.seed}",
         f"device {tags.get('device', '?')} (CPU {tags.get('cpu', '?')}, native bf16: {tags.get('cpu_bf16', '?')}; "
-        f"{tags.get('strategy', '?')}), precision {m_train.get('precision', tags.get('precision', '?'))}, "
+        f"{tags.get('strategy', '?')}), backend {m_train.get('backend', 'tensorflow')}, "
+        f"precision {m_train.get('precision', tags.get('precision', '?'))}, "
         f"{m_train['iterations_per_s']} iterations/s",
     ]
     if "dvc_experiment" in tags:
@@ -184,6 +185,20 @@ def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Pat
                   "is train images measured the same way, the noise column uniform noise images."),
             ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {}),
                                   m_eval.get("quality_ema")))]),
+        *([digit_section(m_eval, evaluate_dir)] if "label_agreement" in m_eval else []),
         Section("Runs in this experiment", [("table", runs_table(runs, run_id) if runs is not None else
                                              pd.DataFrame())]),
     ]
+
+
+def digit_section(m_eval: dict, evaluate_dir: Path) -> Section:
+    """A conditional G: how often the classifier reads the digit that was asked for, and one row per digit."""
+    agree, ema = m_eval["label_agreement"], m_eval.get("label_agreement_ema")
+    rows = pd.DataFrame({"digit": list(agree["per_digit"]), "label agreement": list(agree["per_digit"].values())})
+    if ema:
+        rows["its EMA"] = list(ema["per_digit"].values())
+    return Section("The digit asked for", [
+        ("p", f"Label agreement: {agree['overall']:.2%} of the generated images are read by the classifier as "
+              "the digit they were asked for" + (f" ({ema['overall']:.2%} for its EMA)." if ema else ".")),
+        ("table", rows),
+        ("img", evaluate_dir / "digits.png", "One row per digit, 0 to 9, from the same ten z")])

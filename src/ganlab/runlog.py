@@ -117,16 +117,23 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
     import mlflow.keras
     from mlflow.models import infer_signature
 
+    from ganlab.models import is_conditional
     from ganlab.saving import load_model
 
     model = model if model is not None else load_model(Path(op["path"]))
-    x = np.random.default_rng(0).standard_normal((4, *model.input_shape[1:])).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = {t.name: np.zeros((4, 1), np.int32) if t.name == "digit" else
+         rng.standard_normal((4, *t.shape[1:])).astype(np.float32) for t in model.inputs}
+    if not is_conditional(model):
+        (x,) = x.values()
     y = np.asarray(model(x)).astype(np.float32)
     status = MlflowClient().get_run(run_id).info.status
     # log_model needs an active run; start_run would mark it FINISHED on exit, so put the status back.
     with mlflow.start_run(run_id=run_id):
         if op.get("service"):
-            info = _log_service(op, infer_signature(x, y))
+            # Served requests give the digits as a flat list: [7, 3], not [[7], [3]].
+            flat = {**x, "digit": x["digit"].ravel()} if is_conditional(model) else x
+            info = _log_service(op, infer_signature(flat, y))
         else:
             info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y))
     MlflowClient().set_terminated(run_id, status)

@@ -2,6 +2,7 @@
 
 Run: python -m ganlab.sample --model models:/ganlab-generator@champion --n 64 --out grid.png
      (also runs:/<run_id>/generator, or a local outputs/train/generator.keras)
+     python -m ganlab.sample --model models:/ganlab-generator-conditional@champion --digit 7 --n 64
 """
 
 from __future__ import annotations
@@ -46,20 +47,35 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("samples.png"))
     ap.add_argument("--npy", type=Path, help="also save the images, (n, 28, 28, 1) in [-1, 1], as a .npy file")
+    ap.add_argument("--digit", help="conditional models: the digit to draw, 0-9, or `all` for a 10x10 grid, "
+                                    "one row per digit (default: 0-9 in turn)")
     args = ap.parse_args()
     if not 1 <= args.n <= 1024:
         raise StageError(f"--n {args.n} is out of range; use 1..1024")
+    if args.digit is not None and args.digit != "all" and args.digit not in list("0123456789"):
+        raise StageError(f"--digit {args.digit} is not a digit; use 0..9 or all")
+    from ganlab.models import draw, is_conditional
     from ganlab.plots import save_grid
 
     generator = load(args.model)
-    z_dim = generator.inputs[0].shape[-1]
+    if args.digit is not None and not is_conditional(generator):
+        raise StageError(f"{args.model} is not conditional: it cannot be asked for a digit; drop --digit "
+                         "or use a cdcgan generator")
+    z_dim = next(t for t in generator.inputs if t.name != "digit").shape[-1]
+    digits, cols = None, math.ceil(math.sqrt(args.n))
+    if args.digit == "all":  # ten z, each drawn as every digit: one row per digit
+        args.n, cols = 100, 10
     z = np.random.default_rng(args.seed).standard_normal((args.n, z_dim)).astype(np.float32)
-    images = generator.predict(z, verbose=0)
-    cols = math.ceil(math.sqrt(args.n))
+    if args.digit == "all":
+        z, digits = np.tile(z[:10], (10, 1)), np.repeat(np.arange(10), 10)
+    elif args.digit is not None:
+        digits = np.full(args.n, int(args.digit))
+    images = draw(generator, z, digits)
     save_grid(images, math.ceil(args.n / cols), args.out, cols=cols)
     if args.npy:
         np.save(args.npy, images)
-    print(f"sample: {args.n} digits from {args.model} -> {args.out}")
+    what = f"digit {args.digit}" if args.digit not in (None, "all") else "digits"
+    print(f"sample: {args.n} {what} from {args.model} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def bad_request(message: str) -> MlflowException:
 
 
 class Generator(PythonModel):
-    """`{"inputs": [[z_1 .. z_n], ...]}` -> images in [-1, 1], shape (batch, 28, 28, 1)."""
+    """`{"inputs": [[z_1 .. z_n], ...]}` -> images in [-1, 1], shape (batch, 28, 28, 1). A conditional G
+    (`cdcgan`) takes `{"inputs": {"z": [[...], ...], "digit": [7, 3, ...]}}`, one digit per z."""
 
     def load_context(self, context):
         # The backend that trained G, unless the server's environment names one (both read .keras).
@@ -39,10 +40,16 @@ class Generator(PythonModel):
         except ImportError:
             import layers  # noqa: F401  (served alone: the copy logged beside this file)
         self.generator = keras.saving.load_model(context.artifacts["generator"], compile=False, safe_mode=True)
-        self.z_dim = int(self.generator.inputs[0].shape[-1])
+        names = [t.name for t in self.generator.inputs]
+        self.conditional = "digit" in names
+        self.z_dim = int(self.generator.inputs[names.index("z") if self.conditional else 0].shape[-1])
 
     def predict(self, context, model_input, params=None):
-        z = np.asarray(getattr(model_input, "values", model_input))
+        digits = None
+        if isinstance(model_input, dict):  # named inputs: the signature let only a conditional G get here
+            z, digits = np.asarray(model_input["z"]), np.asarray(model_input["digit"])
+        else:
+            z = np.asarray(getattr(model_input, "values", model_input))
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise bad_request(f"inputs must be a list of latent vectors of {self.z_dim} numbers each; "
                               f"got shape {list(z.shape)}")
@@ -50,7 +57,13 @@ class Generator(PythonModel):
             raise bad_request(f"a request holds 1 to {MAX_BATCH} latent vectors; got {len(z)}: split it")
         if not np.issubdtype(z.dtype, np.number) or not np.isfinite(z.astype(np.float64)).all():
             raise bad_request("latent vectors must hold finite numbers")
-        return self.generator.predict(z.astype(np.float32), batch_size=256, verbose=0)
+        z = z.astype(np.float32)
+        if not self.conditional:
+            return self.generator.predict(z, batch_size=256, verbose=0)
+        if digits.shape != (len(z),) or not np.isin(digits, np.arange(10)).all():
+            raise bad_request(f"digit must hold one digit 0-9 per latent vector ({len(z)}); got {digits.tolist()[:20]}")
+        return self.generator.predict({"z": z, "digit": digits.astype(np.int32).reshape(-1, 1)}, batch_size=256,
+                                      verbose=0)
 
 
 set_model(Generator())

@@ -22,9 +22,10 @@ from ganlab.gan import HISTORY_METRICS, bce
 
 
 class GAN(gan.GAN):
-    def set_data(self, images) -> None:
-        """Hold the training images (N, 28, 28, 1) on the device, sampled inside the step."""
+    def set_data(self, images, labels=None) -> None:
         self.images = jnp.asarray(images, dtype=jnp.float32)
+        # A stand-in for unconditional models, so the compiled call has one signature.
+        self.labels = jnp.asarray(labels if self.conditional else [0], dtype=jnp.int32).reshape(-1, 1)
 
     # ------------------------------------------------------------ state
 
@@ -59,9 +60,10 @@ class GAN(gan.GAN):
 
     # ------------------------------------------------------------ one iteration
 
-    def _d_step(self, d_tr, d_nt, d_opt, real, fake):
+    def _d_step(self, d_tr, d_nt, d_opt, real, fake, real_digits=None, fake_digits=None):
         """Update D only: on real then on fake (two optimiser steps), or once on both ("combined")."""
         d = self.discriminator
+        real, fake = self.d_inputs(real, real_digits), self.d_inputs(fake, fake_digits)
 
         def loss(labels_are_real, x, tr, nt):
             logits, nt = d.stateless_call(tr, nt, x, training=True)
@@ -85,15 +87,16 @@ class GAN(gan.GAN):
         d_tr, d_opt = self.d_optimizer.stateless_apply(d_opt, grads, d_tr)
         return d_tr, d_nt, d_opt, out
 
-    def _g_step(self, s, z):
+    def _g_step(self, s, z, digits=None):
         """Update G only, through the D that D's own steps train (training mode, as on TensorFlow:
         see `step_tensorflow.GAN.g_step`); D's BatchNorm statistics are put back afterwards, while
         Dropout's seed state moves on."""
         g, d = self.generator, self.discriminator
 
         def loss(g_tr, g_nt, d_nt):
-            fake, g_nt = g.stateless_call(g_tr, g_nt, z, training=True)
-            logits, d_nt = d.stateless_call(s["d_tr"], d_nt, fake.astype(jnp.float32), training=True)
+            fake, g_nt = g.stateless_call(g_tr, g_nt, self.g_inputs(z, digits), training=True)
+            fake = self.d_inputs(fake.astype(jnp.float32), digits)
+            logits, d_nt = d.stateless_call(s["d_tr"], d_nt, fake, training=True)
             return bce(True, logits), (g_nt, d_nt)
 
         (g_loss, (g_nt, d_nt)), grads = jax.value_and_grad(loss, has_aux=True)(s["g_tr"], s["g_nt"], s["d_nt"])
@@ -101,17 +104,23 @@ class GAN(gan.GAN):
         d_nt = [old if is_stat else new for old, new, is_stat in zip(s["d_nt"], d_nt, self._layout[1])]
         return g_tr, g_nt, g_opt, d_nt, g_loss
 
-    def _iteration(self, s: dict, images, it):
+    def _iteration(self, s: dict, images, labels, it):
         # Keyed by (seed, iteration): a resumed run draws what an unbroken one would.
-        k_idx, k_zd, k_zg = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), it), 3)
-        real = images[jax.random.randint(k_idx, (self.batch_size,), 0, images.shape[0])]
+        k_idx, k_zd, k_zg, k_digits = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), it), 4)
+        idx = jax.random.randint(k_idx, (self.batch_size,), 0, images.shape[0])
+        real, real_digits = images[idx], None
+        fake_digits = g_digits = None
+        if self.conditional:  # real images with their digits; each fake asks for a digit drawn uniformly
+            real_digits = labels[idx]
+            fake_digits, g_digits = jax.random.randint(k_digits, (2, self.batch_size, 1), 0, 10, dtype=jnp.int32)
         # As the book's generator.predict(): fakes for D come from G in inference mode.
-        fake, _ = self.generator.stateless_call(s["g_tr"], s["g_nt"],
-                                                jax.random.normal(k_zd, (self.batch_size, self.z_dim)))
+        fake, _ = self.generator.stateless_call(
+            s["g_tr"], s["g_nt"], self.g_inputs(jax.random.normal(k_zd, (self.batch_size, self.z_dim)), fake_digits))
         d_tr, d_nt, d_opt, (loss_real, loss_fake, logits_real, logits_fake) = self._d_step(
-            s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32))
+            s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32), real_digits, fake_digits)
         s = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
-        g_tr, g_nt, g_opt, d_nt, g_loss = self._g_step(s, jax.random.normal(k_zg, (self.batch_size, self.z_dim)))
+        g_tr, g_nt, g_opt, d_nt, g_loss = self._g_step(
+            s, jax.random.normal(k_zg, (self.batch_size, self.z_dim)), g_digits)
         s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt}
         if self.generator_ema is not None:
             s["ema"] = self.ema_values(s["ema"], [s[part][i] for part, i in self._layout[0]])
@@ -122,14 +131,14 @@ class GAN(gan.GAN):
         return {}  # steps -> its compiled function (a few: the interval's, a resumed or a short last one)
 
     def _compiled(self, steps: int):
-        """`steps` iterations in one compiled call: (state, images, first iteration, sums) -> (state, sums)."""
+        """`steps` iterations in one compiled call: (state, images, labels, first iteration, sums) -> (state, sums)."""
         if steps in self._calls:
             return self._calls[steps]
 
-        def many(state, images, start, sums):
+        def many(state, images, labels, start, sums):
             def body(i, carry):
                 state, sums = carry
-                state, values = self._iteration(state, images, start + i)
+                state, values = self._iteration(state, images, labels, start + i)
                 return state, {k: sums[k] + values[k] for k in sums}
             return jax.lax.fori_loop(0, steps, body, (state, sums))
         self._calls[steps] = jax.jit(many)
@@ -148,7 +157,7 @@ class GAN(gan.GAN):
             sums = {k: jnp.zeros((), jnp.float32) for k in HISTORY_METRICS}
             for call in range(steps // spe):
                 calls.on_train_batch_begin(call)
-                state, sums = self._compiled(spe)(state, self.images, jnp.int32(it), sums)
+                state, sums = self._compiled(spe)(state, self.images, self.labels, jnp.int32(it), sums)
                 it += spe
                 self.sync(state)
                 calls.on_train_batch_end(call, {k: v / ((call + 1) * spe) for k, v in sums.items()})

@@ -21,9 +21,10 @@ class GAN(gan.GAN):
         # Listing the trackers lets fit() reset them at each epoch (= one sample interval).
         return list(self.trackers.values())
 
-    def set_data(self, images) -> None:
-        """Hold the training images (N, 28, 28, 1) on the device, sampled inside the step."""
+    def set_data(self, images, labels=None) -> None:
         self.images = tf.convert_to_tensor(images, dtype=tf.float32)
+        if self.conditional:
+            self.labels = tf.reshape(tf.convert_to_tensor(labels, dtype=tf.int32), (-1, 1))
 
     def run(self, epochs: int, steps: int, callbacks: list[keras.callbacks.Callback]) -> None:
         # Each compiled call runs steps_per_execution steps, a number baked in when fit() traces
@@ -67,9 +68,10 @@ class GAN(gan.GAN):
         grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
 
-    def d_step(self, real: tf.Tensor, fake: tf.Tensor):
+    def d_step(self, real: tf.Tensor, fake: tf.Tensor, real_digits=None, fake_digits=None):
         """Update D only: on real then on fake (two optimiser steps), or once on both ("combined")."""
         d_vars = self.discriminator.trainable_variables
+        real, fake = self.d_inputs(real, real_digits), self.d_inputs(fake, fake_digits)
         if self.d_schedule == "two_step":
             with tf.GradientTape() as tape:
                 logits_real = self.discriminator(real, training=True)
@@ -90,7 +92,7 @@ class GAN(gan.GAN):
             self._apply(self.d_optimizer, scaled, d_vars, tape)
         return loss_real, loss_fake, logits_real, logits_fake
 
-    def g_step(self, z: tf.Tensor) -> tf.Tensor:
+    def g_step(self, z: tf.Tensor, digits=None) -> tf.Tensor:
         """Update G only, through the D that D's own steps train.
 
         D runs in training mode, as the seeds' frozen D did inside Keras 2's `train_on_batch`:
@@ -103,7 +105,8 @@ class GAN(gan.GAN):
         frozen = self.discriminator.non_trainable_weights  # BN moving statistics (not the RNG state)
         saved = [tf.identity(v) for v in frozen]
         with tf.GradientTape() as tape:
-            logits = self.discriminator(self.generate(z, training=True), training=True)
+            fake = self.generate(z, digits, training=True)
+            logits = self.discriminator(self.d_inputs(fake, digits), training=True)
             g_loss = bce(True, logits)
             scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, scaled, g_vars, tape)
@@ -114,14 +117,19 @@ class GAN(gan.GAN):
     def train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = self.batch_size // replicas
-        s_idx, s_zd, s_zg, _ = self._seeds()
+        s_idx, s_zd, s_zg, s_digits = self._seeds()
         n = tf.shape(self.images, out_type=tf.int64)[0]
         idx = tf.random.stateless_uniform([batch], seed=s_idx, minval=0, maxval=n, dtype=tf.int64)
         real = tf.gather(self.images, idx)
+        real_digits = fake_digits = g_digits = None
+        if self.conditional:  # real images with their digits; each fake asks for a digit drawn uniformly
+            real_digits = tf.gather(self.labels, idx)
+            fake_digits, g_digits = tf.unstack(
+                tf.random.stateless_uniform([2, batch, 1], seed=s_digits, minval=0, maxval=10, dtype=tf.int32))
         # As the book's generator.predict(): fakes for D come from G in inference mode.
-        fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), training=False)
-        loss_real, loss_fake, logits_real, logits_fake = self.d_step(real, fake)
-        g_loss = self.g_step(tf.random.stateless_normal([batch, self.z_dim], seed=s_zg))
+        fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), fake_digits, training=False)
+        loss_real, loss_fake, logits_real, logits_fake = self.d_step(real, fake, real_digits, fake_digits)
+        g_loss = self.g_step(tf.random.stateless_normal([batch, self.z_dim], seed=s_zg), g_digits)
         if self.generator_ema is not None:
             self.update_ema()
 

@@ -104,7 +104,8 @@ def make_gan(cfg: TrainConfig, strategy) -> GAN:
     with strategy.scope():
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
         step = importlib.import_module(f"ganlab.step_{keras.backend.backend()}")
-        gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule)
+        gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
+                       conditional=models.REGISTRY[cfg.model].conditional)
         if cfg.ema is not None:
             if strategy.num_replicas_in_sync > 1:
                 raise StageError("train.ema runs on one device only for now; set train.ema: null or "
@@ -169,6 +170,12 @@ class Checkpoints:
     def restore(self, fp: str) -> dict | None:
         """Restore the latest checkpoint if it was made with the same fingerprint; return its state."""
         state = self.state()
+        written_on = (state or {}).get("device", {}).get("backend", "tensorflow")
+        if state and written_on != keras.backend.backend():
+            # Its arrays would load, but a run is only resumed as it was trained: refuse, keep it.
+            raise StageError(f"the checkpoint in {self.folder} was written by train.backend: {written_on}; set it "
+                             f"back to resume that run, or delete {self.folder} to start over on "
+                             f"{keras.backend.backend()}")
         if not state or state.get("fingerprint") != fp:
             if state:
                 log.info("checkpoint in %s is for other params; starting fresh", self.folder)
@@ -289,8 +296,9 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Path, ckpt_dir: Path,
-          callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> TrainResult:
-    """Train (or resume) the GAN in `cfg` on `images`; return the model, history and summary metrics.
+          callbacks: tuple[keras.callbacks.Callback, ...] = (), labels: np.ndarray | None = None) -> TrainResult:
+    """Train (or resume) the GAN in `cfg` on `images` (with their digit `labels`, which a conditional
+    model needs); return the model, history and summary metrics.
 
     `callbacks` are Keras callbacks, some with the run hooks the module docstring names (the MLflow
     run is one). A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
@@ -305,6 +313,8 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
         # Same params and seed, same losses: costs little for these small networks on CPU. (XLA on
         # JAX's CPU is deterministic as it is.)
         tf.config.experimental.enable_op_determinism()
+    if models.REGISTRY[cfg.model].conditional and (labels is None or len(labels) != len(images)):
+        raise StageError(f"train.model {cfg.model} is conditional: it needs a digit label for every image")
     if cfg.batch_size > len(images):
         raise StageError(f"train.batch_size {cfg.batch_size} is larger than the {len(images)} training "
                          "images; lower train.batch_size")
@@ -318,7 +328,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     if not chief:  # the other workers of a multi-worker run track nothing
         callbacks = tuple(cb for cb in callbacks if not hasattr(cb, "on_run_start"))
     try:
-        return _train(cfg, gan, strategy, device, fp, images, samples_dir if chief else scratch / "samples",
+        return _train(cfg, gan, strategy, device, fp, (images, labels), samples_dir if chief else scratch / "samples",
                       Checkpoints(gan, ckpt_dir, scratch and scratch / "ckpt"), callbacks)
     finally:
         if scratch:
@@ -326,7 +336,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
 
 
 def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
-           images: np.ndarray, samples_dir: Path, checkpoints: Checkpoints,
+           data: tuple[np.ndarray, np.ndarray | None], samples_dir: Path, checkpoints: Checkpoints,
            callbacks: tuple[keras.callbacks.Callback, ...]) -> TrainResult:
     state = checkpoints.restore(fp) if cfg.resume else None
     if state is None:
@@ -346,7 +356,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     samples_dir.mkdir(parents=True, exist_ok=True)
 
     with strategy.scope():
-        gan.set_data(images)
+        gan.set_data(*data)
     fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid_size**2, cfg.z_dim)).astype(np.float32)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state,
                                    [cb for cb in callbacks if hasattr(cb, "on_interval")])

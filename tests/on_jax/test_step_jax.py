@@ -127,3 +127,13 @@ def test_bfloat16_keeps_float32_weights_and_logits(images, tmp_path):
     assert all(w.dtype == "float32" for w in res.gan.generator.weights)
     assert res.gan.discriminator(images[:4]).dtype == "float32"
     assert np.isfinite(res.history[["d_loss", "g_loss"]].to_numpy()).all()
+
+
+def test_a_conditional_gan_trains_and_resumes_on_jax(images, tmp_path):
+    cfg = dataclasses.replace(TINY, model="cdcgan", iterations=4, sample_interval=2, checkpoint_interval=2,
+                              steps_per_execution=1)
+    labels = np.arange(len(images)) % 10
+    whole = run(cfg, images, tmp_path, "whole", labels=labels)
+    run(dataclasses.replace(cfg, iterations=2), images, tmp_path, "cut", labels=labels)
+    resumed = run(cfg, images, tmp_path, "cut", labels=labels)
+    assert resumed.resumed_from == 2 and T.weights_digest(resumed.gan) == T.weights_digest(whole.gan)
