@@ -167,6 +167,47 @@ def start_train(dest: Path, env: dict, name: str, **train) -> tuple[subprocess.P
     return subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), cmd
 
 
+def answers(url: str, proc: subprocess.Popen, seconds: float = 120) -> bool:
+    """Wait until `url` answers 200 (True), or `proc` has ended or `seconds` have passed (False)."""
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def images():
+    """64 random images in [-1, 1]: enough for the training tests of either backend."""
+    return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+
+
+def weights(model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.weights]
+
+
+def changed(before, after) -> bool:
+    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def stop_at(iteration: int):
+    """A Keras callback that interrupts training, as Ctrl-C would, once `iteration` is done."""
+    import keras  # here, not above: the JAX suite sets its backend before Keras is first imported
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.iteration) >= iteration:
+                raise KeyboardInterrupt
+
+    return StopAt()
+
+
 def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
     """Wait until `path` exists, `proc` has ended, or `seconds` have passed."""
     deadline = time.time() + seconds

@@ -52,3 +52,14 @@ def test_metric_rows_add_the_ema_column_only_when_there_is_one():
     with_ema = report.metric_rows(QUALITY, QUALITY, QUALITY, {**QUALITY, "frechet_distance": 7.5})
     assert list(with_ema.columns) == ["metric", "real data", "this generator", "its EMA", "noise", "better"]
     assert with_ema.set_index("metric").loc["frechet_distance", "its EMA"] == 7.5
+
+
+def test_a_conditional_run_gets_a_section_on_the_digit_asked_for(tmp_path):
+    agree = {"overall": 0.9, "per_digit": {str(d): 0.9 for d in range(10)}}
+    parts = report.sections(["line"], tmp_path, tmp_path, tmp_path, {**EVAL, "label_agreement": agree},
+                            {"test_accuracy": 0.99}, 1000, None, "run1")
+    section = next(s for s in parts if s.title == "The digit asked for")
+    assert "90.00%" in section.blocks[0][1] and len(section.blocks[1][1]) == 10
+    assert section.blocks[2][1].name == "digits.png"
+    assert "The digit asked for" not in [s.title for s in report.sections(
+        ["line"], tmp_path, tmp_path, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, None, "run1")]

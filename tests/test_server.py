@@ -8,14 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import VENV_BIN, free_port, make_project, sh, start_train, wait_for
+from .conftest import VENV_BIN, answers, free_port, make_project, sh, start_train, wait_for
 
 PASSWORD, TOKEN = "pw-s3cret-9f2", "tok-s3cret-77a"
 
@@ -31,15 +29,8 @@ class Server:
         self.proc = subprocess.Popen(
             ["make", "server", f"PORT={self.port}", f"VENV={VENV_BIN.parent}"], cwd=self.project, env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError("mlflow server did not start")
+        if not answers(f"http://127.0.0.1:{self.port}/health", self.proc, 90):
+            raise AssertionError("mlflow server did not start")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

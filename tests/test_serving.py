@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from .conftest import VENV_BIN, free_port, sh
+from .conftest import VENV_BIN, answers, free_port, sh
 
 CHAMPION = "models:/ganlab-generator@champion"
 
@@ -35,15 +34,7 @@ def serve(dest, env, model: str = CHAMPION):
     proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}", f"VENV={VENV_BIN.parent}", f"MODEL={model}"],
                             cwd=dest, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if not answers(f"http://127.0.0.1:{port}/ping", proc, 180):
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"make serve did not come up: {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}")
     yield port

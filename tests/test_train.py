@@ -17,23 +17,10 @@ from ganlab.config import TrainConfig
 from ganlab.devices import select_device
 from ganlab.files import StageError
 
-from .conftest import ROOT
+from .conftest import ROOT, changed, stop_at, weights
 
 TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
                    steps_per_execution=5, resume=True, width=0.25)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
-
-
-def weights(model: keras.Model) -> list[np.ndarray]:
-    return [np.array(w) for w in model.weights]
-
-
-def changed(before, after) -> bool:
-    return any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp_bn", "dcgan"])
@@ -75,13 +62,8 @@ def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
     assert len(ref.history) == 4 and list(ref.history.iteration) == [10, 20, 30, 40]
     assert sorted(p.name for p in (tmp_path / "ref" / "samples").iterdir())[-1] == "iter_000040.png"
 
-    class StopAt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.iteration) >= 25:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(TINY, images, tmp_path, "cut", callbacks=(StopAt(),))
+        run(TINY, images, tmp_path, "cut", callbacks=(stop_at(25),))
     import json
     saved = json.loads((tmp_path / "cut" / "ckpt" / "state.json").read_text())
     assert saved["iteration"] == 25, "the interrupt did not save a checkpoint at the exact iteration"
@@ -284,14 +266,9 @@ def test_ema_follows_g_and_resumes_exactly(images, tmp_path):
         want = 0.9 * old + 0.1 * new if var.trainable else new
         np.testing.assert_allclose(avg, want, rtol=1e-5, atol=1e-7)
 
-    class StopAt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.iteration) >= 15:
-                raise KeyboardInterrupt
-
     ref = run(cfg, images, tmp_path, "ref")
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, images, tmp_path, "cut", callbacks=(StopAt(),))
+        run(cfg, images, tmp_path, "cut", callbacks=(stop_at(15),))
     resumed = run(cfg, images, tmp_path, "cut")
     assert resumed.resumed_from == 15
     for a, b in zip(weights(ref.gan.generator_ema), weights(resumed.gan.generator_ema)):

@@ -17,21 +17,10 @@ from ganlab.config import TrainConfig
 from ganlab.devices import select_device
 from ganlab.gan import bce
 
+from ..conftest import changed, stop_at, weights
+
 TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
                    steps_per_execution=5, resume=True, width=0.25, backend="jax")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
-
-
-def weights(model: keras.Model) -> list[np.ndarray]:
-    return [np.array(w) for w in model.weights]
-
-
-def changed(before, after) -> bool:
-    return any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def make(cfg):
@@ -94,13 +83,8 @@ def test_same_seed_same_weights_and_resume_reaches_same_end(images, tmp_path):
     assert a.history.equals(b.history)
     assert int(a.gan.d_optimizer.iterations) == 80 and a.metrics["iterations"] == 40
 
-    class StopAt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.iteration) >= 25:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, images, tmp_path, "cut", callbacks=(StopAt(),))
+        run(cfg, images, tmp_path, "cut", callbacks=(stop_at(25),))
     saved = json.loads((tmp_path / "cut/ckpt/state.json").read_text())
     assert saved["iteration"] == 25, "the interrupt did not save a checkpoint at the exact iteration"
     resumed = run(cfg, images, tmp_path, "cut")
