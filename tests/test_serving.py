@@ -89,11 +89,12 @@ def test_the_served_model_loads_without_the_ganlab_package(project, repro):
 
 LOG_CONDITIONAL = """
 import sys, mlflow
+from pathlib import Path
 from ganlab import models, saving
 from ganlab.runlog import _log_model
 mlflow.set_tracking_uri("sqlite:///mlflow.db")
 g, _ = models.build("cdcgan", 100, 0.25)
-saving.save_model(g, sys.argv[1])
+saving.save_model(g, Path(sys.argv[1]))
 run = mlflow.MlflowClient().create_run(mlflow.set_experiment("serving-test").experiment_id)
 op = {"op": "model", "name": "generator_service", "path": sys.argv[1], "service": True, "backend": "tensorflow"}
 mlflow.register_model(_log_model(run.info.run_id, op, None).model_uri, "conditional-test")
