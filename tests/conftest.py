@@ -196,6 +196,27 @@ def changed(before, after) -> bool:
     return any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def d_verdicts(gan, z) -> tuple[float, float, bool]:
+    """G's loss as D judges G's fakes for `z` in training and in inference mode, with Dropout off (one
+    dropout-free D to compare with) and D's weights put back; and whether D has BatchNorm (only then
+    can the two modes differ). The reference for each backend's g_step test."""
+    import keras  # here, not above: the JAX suite sets its backend before Keras is first imported
+
+    from ganlab.gan import bce
+
+    for layer in gan.discriminator.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    fake = gan.generate(z, training=True)
+    saved = weights(gan.discriminator)
+    training_mode = float(bce(True, gan.discriminator(fake, training=True)))
+    inference_mode = float(bce(True, gan.discriminator(fake, training=False)))
+    for var, value in zip(gan.discriminator.weights, saved):
+        var.assign(value)
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in gan.discriminator.layers)
+    return training_mode, inference_mode, has_bn
+
+
 def stop_at(iteration: int):
     """A Keras callback that interrupts training, as Ctrl-C would, once `iteration` is done."""
     import keras  # here, not above: the JAX suite sets its backend before Keras is first imported
