@@ -15,6 +15,8 @@ checkpoint draws the same batches and noise as one that never stopped.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -121,6 +123,11 @@ class GAN(keras.Model):
     def set_data(self, images, labels=None) -> None:
         """Hold the training images (N, 28, 28, 1), and their digits for a conditional GAN, on the device."""
         raise NotImplementedError
+
+    def steps_per_call(self, steps: int) -> int:
+        """Iterations per compiled call for an epoch of `steps`: as many as allowed that divide it, so a
+        call never runs past the end of a sample interval."""
+        return math.gcd(self.most_steps_per_execution, steps)
 
     def run(self, epochs: int, steps: int, callbacks: list[keras.callbacks.Callback]) -> None:
         raise NotImplementedError

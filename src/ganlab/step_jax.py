@@ -11,7 +11,6 @@ and checkpoints see what `fit()` would show them; the callbacks are driven throu
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -147,7 +146,7 @@ class GAN(gan.GAN):
     # ------------------------------------------------------------ the loop
 
     def run(self, epochs: int, steps: int, callbacks: list[keras.callbacks.Callback]) -> None:
-        spe = self.steps_per_execution = math.gcd(self.most_steps_per_execution, steps)
+        spe = self.steps_per_execution = self.steps_per_call(steps)
         calls = keras.callbacks.CallbackList(callbacks, model=self)
         self.stop_training = False
         state, it = self.state(), int(self.iteration.numpy())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
@@ -27,9 +25,8 @@ class GAN(gan.GAN):
             self.labels = tf.reshape(tf.convert_to_tensor(labels, dtype=tf.int32), (-1, 1))
 
     def run(self, epochs: int, steps: int, callbacks: list[keras.callbacks.Callback]) -> None:
-        # Each compiled call runs steps_per_execution steps, a number baked in when fit() traces
-        # its loop: it must divide the epoch, or fit() would run past it.
-        spe = math.gcd(self.most_steps_per_execution, steps)
+        # steps_per_execution is baked in when fit() traces its loop: retrace when it changes.
+        spe = self.steps_per_call(steps)
         if spe != self.steps_per_execution:
             self.steps_per_execution = spe
             self.make_train_function(force=True)
