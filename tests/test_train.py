@@ -275,3 +275,28 @@ def test_a_conditional_gan_trains_on_images_with_their_digits(images, tmp_path):
     res = run(cfg, images, tmp_path, "cond", labels=labels)
     assert res.metrics["iterations"] == 4 and np.isfinite(res.history[["d_loss", "g_loss"]].to_numpy()).all()
     assert res.gan.conditional and (tmp_path / "cond/samples/iter_000004.png").exists()
+
+
+@pytest.mark.parametrize("fakes_training", [False, True])
+def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
+    """The seeds' D sees G in inference mode (`generator.predict`); a model whose spec says
+    `fakes_training` (cdcgan) shows D the training-mode G that G's own step trains."""
+    cfg = dataclasses.replace(TINY, model="dcgan")
+    gan = T.make_gan(cfg, select_device(cfg)[0])
+    gan.fakes_training = fakes_training
+    gan.set_data(images)
+    modes, generate = [], gan.generate
+
+    def spy(z, digits=None, training=False):
+        modes.append(training)
+        return generate(z, digits, training=training)
+
+    gan.generate = spy
+    tf.function(gan.train_step)(None)
+    assert modes == [fakes_training, True]  # D's fakes, then G's step
+
+
+@pytest.mark.parametrize("model, want", [("dcgan", False), ("cdcgan", True), ("mlp", False)])
+def test_the_spec_sets_which_g_d_sees(model, want):
+    cfg = dataclasses.replace(TINY, model=model)
+    assert T.make_gan(cfg, select_device(cfg)[0]).fakes_training is want

@@ -52,13 +52,17 @@ class GAN(keras.Model):
     Keras epoch is one sample interval, and the callbacks see it as they would under `fit()`."""
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
-                 d_schedule: str = "two_step", conditional: bool = False, **kwargs):
+                 d_schedule: str = "two_step", conditional: bool = False, fakes_training: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.z_dim = z_dim
         # G takes {"z", "digit"} and D {"image", "digit"}; batches draw real labels with their images.
         self.conditional = conditional
+        # D's fakes come from G in inference mode (the seeds' `generator.predict`), or, with
+        # `fakes_training`, in training mode: the G that G's own step trains (see ModelSpec).
+        self.fakes_training = fakes_training
         self.seed = seed
         self.d_schedule = d_schedule
         self.ema = None  # set with generator_ema by `track_ema`

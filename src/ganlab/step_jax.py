@@ -112,9 +112,11 @@ class GAN(gan.GAN):
         if self.conditional:  # real images with their digits; each fake asks for a digit drawn uniformly
             real_digits = labels[idx]
             fake_digits, g_digits = jax.random.randint(k_digits, (2, self.batch_size, 1), 0, 10, dtype=jnp.int32)
-        # As the book's generator.predict(): fakes for D come from G in inference mode.
-        fake, _ = self.generator.stateless_call(
-            s["g_tr"], s["g_nt"], self.g_inputs(jax.random.normal(k_zd, (self.batch_size, self.z_dim)), fake_digits))
+        # In training mode G's BatchNorm statistics move, as they do on TensorFlow.
+        fake, g_nt = self.generator.stateless_call(
+            s["g_tr"], s["g_nt"], self.g_inputs(jax.random.normal(k_zd, (self.batch_size, self.z_dim)), fake_digits),
+            training=self.fakes_training)
+        s = {**s, "g_nt": g_nt}
         d_tr, d_nt, d_opt, (loss_real, loss_fake, logits_real, logits_fake) = self._d_step(
             s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32), real_digits, fake_digits)
         s = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}

@@ -123,8 +123,8 @@ class GAN(gan.GAN):
             real_digits = tf.gather(self.labels, idx)
             fake_digits, g_digits = tf.unstack(
                 tf.random.stateless_uniform([2, batch, 1], seed=s_digits, minval=0, maxval=10, dtype=tf.int32))
-        # As the book's generator.predict(): fakes for D come from G in inference mode.
-        fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), fake_digits, training=False)
+        fake = self.generate(tf.random.stateless_normal([batch, self.z_dim], seed=s_zd), fake_digits,
+                             training=self.fakes_training)
         loss_real, loss_fake, logits_real, logits_fake = self.d_step(real, fake, real_digits, fake_digits)
         g_loss = self.g_step(tf.random.stateless_normal([batch, self.z_dim], seed=s_zg), g_digits)
         if self.generator_ema is not None:

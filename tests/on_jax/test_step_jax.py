@@ -112,3 +112,28 @@ def test_a_conditional_gan_trains_and_resumes_on_jax(images, tmp_path):
     run(dataclasses.replace(cfg, iterations=2), images, tmp_path, "cut", labels=labels)
     resumed = run(cfg, images, tmp_path, "cut", labels=labels)
     assert resumed.resumed_from == 2 and T.weights_digest(resumed.gan) == T.weights_digest(whole.gan)
+
+
+@pytest.mark.parametrize("fakes_training", [False, True])
+def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
+    """As on TensorFlow: G runs in the spec's mode for D's fakes, and in training mode for its own step;
+    in training mode the D-step call moves G's BatchNorm statistics too."""
+    gan = make(dataclasses.replace(TINY, model="dcgan"))
+    gan.fakes_training = fakes_training
+    gan.set_data(images)
+    modes, call = [], gan.generator.stateless_call
+
+    def spy(*args, training=False, **kwargs):
+        modes.append(training)
+        return call(*args, training=training, **kwargs)
+
+    gan.generator.stateless_call = spy
+    s = gan.state()
+    after, _ = jax.jit(gan._iteration)(s, gan.images, gan.labels, jnp.int32(0))
+    assert modes == [fakes_training, True]
+    gan.generator.stateless_call = call
+    only_g = dataclasses.replace(TINY, model="dcgan")  # same seed: same weights, same draws
+    ref = make(only_g)
+    ref.set_data(images)
+    ref_after, _ = jax.jit(ref._iteration)(ref.state(), ref.images, ref.labels, jnp.int32(0))
+    assert changed(ref_after["g_nt"], after["g_nt"]) is fakes_training
