@@ -281,7 +281,7 @@ def test_a_conditional_gan_trains_on_images_with_their_digits(images, tmp_path):
 def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     """The seeds' D sees G in inference mode (`generator.predict`); a model whose spec says
     `fakes_training` (cdcgan) shows D the training-mode G that G's own step trains."""
-    cfg = dataclasses.replace(TINY, model="dcgan")
+    cfg = dataclasses.replace(TINY, model="mlp_bn")
     gan = T.make_gan(cfg, select_device(cfg)[0])
     gan.fakes_training = fakes_training
     gan.set_data(images)
