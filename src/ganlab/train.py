@@ -103,9 +103,9 @@ def make_gan(cfg: TrainConfig, strategy) -> GAN:
     with strategy.scope():
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
         step = importlib.import_module(f"ganlab.step_{keras.backend.backend()}")
+        spec = models.REGISTRY[cfg.model]
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
-                       conditional=models.REGISTRY[cfg.model].conditional,
-                       fakes_training=models.REGISTRY[cfg.model].fakes_training)
+                       conditional=spec.conditional, fakes_training=spec.fakes_training)
         if cfg.ema is not None:
             if strategy.num_replicas_in_sync > 1:
                 raise StageError("train.ema runs on one device only for now; set train.ema: null or "

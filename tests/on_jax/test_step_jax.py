@@ -118,7 +118,8 @@ def test_a_conditional_gan_trains_and_resumes_on_jax(images, tmp_path):
 def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     """As on TensorFlow: G runs in the spec's mode for D's fakes, and in training mode for its own step;
     in training mode the D-step call moves G's BatchNorm statistics too."""
-    gan = make(dataclasses.replace(TINY, model="mlp_bn"))
+    cfg = dataclasses.replace(TINY, model="mlp_bn")
+    gan = make(cfg)
     gan.fakes_training = fakes_training
     gan.set_data(images)
     modes, call = [], gan.generator.stateless_call
@@ -132,8 +133,7 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     after, _ = jax.jit(gan._iteration)(s, gan.images, gan.labels, jnp.int32(0))
     assert modes == [fakes_training, True]
     gan.generator.stateless_call = call
-    only_g = dataclasses.replace(TINY, model="mlp_bn")  # same seed: same weights, same draws
-    ref = make(only_g)
+    ref = make(cfg)  # mlp_bn's own spec (inference-mode fakes); same seed: same weights, same draws
     ref.set_data(images)
     ref_after, _ = jax.jit(ref._iteration)(ref.state(), ref.images, ref.labels, jnp.int32(0))
     assert changed(ref_after["g_nt"], after["g_nt"]) is fakes_training
