@@ -88,6 +88,13 @@ def http_dir(tmp_path):
 # ---------------------------------------------------------------- scratch projects for end-to-end tests
 
 VENV_BIN = Path(sys.executable).parent
+
+
+def make_in(target: str, **variables: str) -> list[str]:
+    """`make target` in a scratch project, on this venv. `-o` keeps make from re-running set-up there:
+    its `pip install -e .` would point this venv's ganlab at the scratch copy."""
+    venv = VENV_BIN.parent
+    return ["make", "-o", str(venv / ".installed"), target, f"VENV={venv}", *(f"{k}={v}" for k, v in variables.items())]
 SMALL = {
     "prepare": {"source": "package"},
     "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10},

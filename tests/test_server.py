@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import VENV_BIN, answers, free_port, make_project, sh, start_train, wait_for
+from .conftest import answers, free_port, make_in, make_project, sh, start_train, wait_for
 
 PASSWORD, TOKEN = "pw-s3cret-9f2", "tok-s3cret-77a"
 
@@ -27,7 +27,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["make", "server", f"PORT={self.port}", f"VENV={VENV_BIN.parent}"], cwd=self.project, env=self.env,
+            make_in("server", PORT=str(self.port)), cwd=self.project, env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if not answers(f"http://127.0.0.1:{self.port}/health", self.proc, 90):
             raise AssertionError("mlflow server did not start")

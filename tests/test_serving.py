@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from .conftest import VENV_BIN, answers, free_port, sh
+from .conftest import answers, free_port, make_in, sh
 
 CHAMPION = "models:/ganlab-generator@champion"
 
@@ -31,7 +31,7 @@ def post(port: int, body: bytes) -> tuple[int, dict]:
 def serve(dest, env, model: str = CHAMPION):
     """`make serve` for `model` in the project at `dest`; yields its port, then stops it by its PID."""
     port = free_port()
-    proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}", f"VENV={VENV_BIN.parent}", f"MODEL={model}"],
+    proc = subprocess.Popen(make_in("serve", SERVE_PORT=str(port), MODEL=model),
                             cwd=dest, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     if not answers(f"http://127.0.0.1:{port}/ping", proc, 180):

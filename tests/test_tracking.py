@@ -7,7 +7,7 @@ import pytest
 
 from ganlab import tracking
 from ganlab.files import StageError
-from ganlab.runlog import RunLog, check_server, resend
+from ganlab.runlog import RunLog, check_server, execute, resend
 
 
 def closed_port() -> int:
@@ -72,6 +72,36 @@ def test_outage_queues_writes_and_resend_replays_them(monkeypatch, tmp_path):
     assert logged.data.params == {"train.seed": "1"} and logged.info.status == "FINISHED"
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "g_loss")] == [(10, 1.0), (20, 2.0)]
     assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/grid.png"]
+
+
+def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_path):
+    """The server can take a write and go before it replies; the queued copy is then replayed."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path}/store.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    run_id = MlflowClient().create_run(mlflow.set_experiment("t").experiment_id).info.run_id
+    plt.imsave(tmp_path / "grid.png", np.linspace(0, 1, 64).reshape(8, 8), cmap="gray")
+    run = RunLog(run_id)
+    submitted: list[dict] = []
+    monkeypatch.setattr(run, "pending", submitted)
+    monkeypatch.setattr(run, "offline", True)  # record the operations as the live stage builds them
+    run.log_metrics({"g_loss": 0.5}, 100)
+    run.log_image(tmp_path / "grid.png", "samples", 100)
+    for op in submitted * 2:  # landed once live, then once more from the queue
+        execute(run_id, op)
+
+    client = MlflowClient(store)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "g_loss")] == [(100, 0.5)]
+    images = [a.path.removeprefix("images/") for a in client.list_artifacts(run_id, "images")]
+    (png,) = [name for name in images if name.endswith(".png")]
+    assert png.startswith("samples+step+100+timestamp+")
+    assert sorted(images) == sorted([png, png.replace(".png", "+compressed.webp")])  # the UI's thumbnail
+    assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"
 
 
 def test_nothing_pending_leaves_no_file(tmp_path):

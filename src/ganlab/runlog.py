@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,25 +81,28 @@ def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def execute(run_id: str, op: dict, model: Any = None) -> Any:
     """Carry out one logging operation on run `run_id` (live, or replayed from a pending file)."""
     client = MlflowClient()
     kind = op["op"]
-    now = int(time.time() * 1000)
+    now = _now_ms()
     if kind == "params":
         client.log_batch(run_id, params=[Param(k, v) for k, v in op["params"].items()])
     elif kind == "tags":
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
     elif kind == "metrics":
-        step = op.get("step") or 0
-        client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in op["metrics"].items()])
+        # Stamped when submitted, so a replay of a write that landed before its reply was lost
+        # is the same row, which the store drops as a duplicate.
+        stamp, step = op.get("timestamp", now), op.get("step") or 0
+        client.log_batch(run_id, metrics=[Metric(k, v, stamp, step) for k, v in op["metrics"].items()])
     elif kind == "artifact":
         client.log_artifact(run_id, op["path"], op["artifact_path"])
     elif kind == "image":
-        import matplotlib.pyplot as plt
-
-        # A keyed image with its iteration as the step: the UI's image slider shows the progression.
-        client.log_image(run_id, plt.imread(op["path"])[..., :3], key=op["key"], step=op["step"])
+        _log_keyed_image(client, run_id, op, op.get("timestamp", now))
     elif kind == "model":
         return _log_model(run_id, op, model)
     elif kind == "register":
@@ -111,6 +115,29 @@ def execute(run_id: str, op: dict, model: Any = None) -> Any:
     else:
         raise ValueError(f"unknown logging operation {kind!r}")
     return None
+
+
+def _log_keyed_image(client: MlflowClient, run_id: str, op: dict, stamp: int) -> None:
+    """A keyed image with its iteration as the step, which the UI's image slider shows.
+
+    `MlflowClient.log_image(key=, step=)` writes a PNG, then a WebP thumbnail, then a tag, naming
+    the files with a random UUID: if the server goes after the PNG, the replay adds a second image
+    for that step. The same files under names derived from the operation make a replay overwrite.
+    """
+    import uuid
+
+    import PIL.Image
+    from mlflow.tracking.multimedia import compress_image_size
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+
+    key, step = op["key"].replace("/", "~"), op["step"]  # as log_image: a slash would make a folder
+    name = f"{key}+step+{step}+timestamp+{stamp}+{uuid.uuid5(uuid.NAMESPACE_URL, f'{run_id}/{key}/{step}')}"
+    image = PIL.Image.open(op["path"]).convert("RGB")
+    with tempfile.TemporaryDirectory() as tmp:
+        image.save(Path(tmp, f"{name}.png"))
+        compress_image_size(image).save(Path(tmp, f"{name}+compressed.webp"))
+        client.log_artifacts(run_id, tmp, "images")
+    client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
 
 
 def _log_model(run_id: str, op: dict, model: Any) -> Any:
@@ -213,13 +240,14 @@ class RunLog:
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None, prefix: str = "") -> None:
         if flat := numeric(metrics, prefix):
-            self.submit({"op": "metrics", "metrics": flat, "step": step})
+            self.submit({"op": "metrics", "metrics": flat, "step": step, "timestamp": _now_ms()})
 
     def log_artifact(self, path: Path, artifact_path: str) -> None:
         self.submit({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
     def log_image(self, path: Path, key: str, step: int) -> None:
-        self.submit({"op": "image", "path": str(Path(path).resolve()), "key": key, "step": step})
+        self.submit({"op": "image", "path": str(Path(path).resolve()), "key": key, "step": step,
+                     "timestamp": _now_ms()})
 
     def log_model(self, model: Any, name: str, saved_at: Path) -> str | None:
         """Log a Keras model (saved at `saved_at`, which a replay loads); return its model URI."""
