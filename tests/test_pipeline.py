@@ -15,6 +15,9 @@ import yaml
 
 from .conftest import ROOT, sh, start_train, wait_for
 
+# `make test` runs tests on parallel workers: one worker runs all of these, so it builds the session's `project` and `repro`, shared with test_serving.py once.
+pytestmark = pytest.mark.xdist_group("project")
+
 
 def test_dag_order(project):
     dest, env = project

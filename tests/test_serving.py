@@ -15,6 +15,9 @@ import pytest
 
 from .conftest import answers, free_port, make_in, sh
 
+# `make test` runs tests on parallel workers: one worker runs all of these, so it builds the session's `project` and `repro`, shared with test_pipeline.py once.
+pytestmark = pytest.mark.xdist_group("project")
+
 CHAMPION = "models:/ganlab-generator@champion"
 
 
