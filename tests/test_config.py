@@ -47,6 +47,15 @@ def test_bad_values_name_the_key(raw, words):
         assert word in msg
 
 
+def test_an_unquoted_off_means_off():
+    # What `dvc exp run -S train.mixed_precision=off` writes: YAML 1.1 reads it as false.
+    raw = yaml.safe_load("train:\n  mixed_precision: off\n")
+    assert raw["train"]["mixed_precision"] is False
+    assert parse_params(raw).train.mixed_precision == "off"
+    with pytest.raises(ConfigError, match="train.mixed_precision = True"):
+        parse_params({"train": {"mixed_precision": True}})
+
+
 def test_broken_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  model: [mlp\n")

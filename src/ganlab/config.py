@@ -180,6 +180,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner)
     if origin is Literal:
+        # YAML 1.1 reads an unquoted `off` as false, and `dvc exp run -S train.mixed_precision=off` writes it so.
+        if value is False and "off" in args:
+            value = "off"
         if value not in args:
             hint = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
