@@ -231,6 +231,8 @@ def main() -> None:
                     help="time only this process's backend (KERAS_BACKEND): mlp, and dcgan in float32 and bf16")
     ap.add_argument("--jax-dcgan-iterations", type=int, default=2,
                     help="timed DCGAN iterations on JAX (its CPU convolutions are slow)")
+    ap.add_argument("--dcgan-only", action="store_true",
+                    help="time only the DCGAN rows (both layer forms, float32 and native bf16), in minutes")
     ap.add_argument("--serving-only", action="store_true",
                     help="time only `make serve` of --serving-model (after make run) and add it to --out")
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")
@@ -265,6 +267,9 @@ def main() -> None:
         if args.matrix_only:
             write(args.out, results)
             return
+    if args.dcgan_only:
+        write(args.out, {**results, "dcgan": dcgan_rows(x, args.dcgan_iterations)})
+        return
     print("book loop ...", flush=True)
     results["book_loop_its"] = round(book_loop_its(x, args.book_iterations), 2)
     print("compiled step ...", flush=True)

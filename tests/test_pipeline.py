@@ -15,7 +15,8 @@ import yaml
 
 from .conftest import ROOT, sh, start_train, wait_for
 
-# `make test` runs tests on parallel workers: one worker runs all of these, so it builds the session's `project` and `repro`, shared with test_serving.py once.
+# `make test` runs on parallel workers: one worker runs these and test_serving.py, which share the
+# session's `project` and `repro`, so those are built once.
 pytestmark = pytest.mark.xdist_group("project")
 
 

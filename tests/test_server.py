@@ -15,7 +15,8 @@ import pytest
 
 from .conftest import answers, free_port, make_in, make_project, sh, start_train, wait_for
 
-# `make test` runs tests on parallel workers: one worker runs all of these, so it builds its module's server and repro once.
+# `make test` runs on parallel workers: one worker runs all of these, so this module's server and
+# repro are built once.
 pytestmark = pytest.mark.xdist_group("served")
 
 PASSWORD, TOKEN = "pw-s3cret-9f2", "tok-s3cret-77a"
