@@ -49,7 +49,7 @@ dcgan: $(STAMP) ## The blog's DCGAN at its own length as a DVC experiment, throu
 	dvc exp run -S train.model=dcgan $(ARGS)
 	@$(PY) -m ganlab.tracking
 
-# Two workers or more (up to 4): the end-to-end tests wait on processes and I/O much of their time.
+# One worker per core (at most 4): the end-to-end tests wait on processes and I/O much of their time.
 # loadgroup keeps each group of tests that share a scratch project on one worker (see xdist_group).
 test: $(STAMP) ## Run the test suite, on parallel workers
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup

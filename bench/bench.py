@@ -232,7 +232,7 @@ def main() -> None:
     ap.add_argument("--jax-dcgan-iterations", type=int, default=2,
                     help="timed DCGAN iterations on JAX (its CPU convolutions are slow)")
     ap.add_argument("--dcgan-only", action="store_true",
-                    help="time only the DCGAN rows (both layer forms, float32 and native bf16), in minutes")
+                    help="time only the DCGAN rows (both layer forms, float32 and native bf16); takes minutes")
     ap.add_argument("--serving-only", action="store_true",
                     help="time only `make serve` of --serving-model (after make run) and add it to --out")
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")

@@ -107,7 +107,7 @@ def test_upconv_equals_upsampling_then_conv(size, c_in, c_out):
     want = np.asarray(pair(x))
     assert want.shape == (3, 2 * size, 2 * size, c_out)
     # Relative too: outputs reach ~30, and the two sum 128 float32 products in different orders
-    # (on AVX-512 cores oneDNN's order differs by 1.7e-5 at 27.86, 7e-7 relative; a wrong tap is off by >0.1).
+    # (on AVX-512 cores oneDNN's order differed by 1.7e-5 at 27.86, 7e-7 relative).
     np.testing.assert_allclose(np.asarray(up(x)), want, rtol=1e-5, atol=1e-5)
 
 
