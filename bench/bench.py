@@ -9,6 +9,9 @@ TensorFlow nor MLflow, so on a machine with JAX alone (the lent GPUs) it runs by
 
 from __future__ import annotations
 
+import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
+
+# isort: split
 import argparse
 import dataclasses
 import json
@@ -27,7 +30,8 @@ import yaml
 from ganlab import models
 from ganlab.config import TrainConfig
 from ganlab.data import load_split
-from ganlab.devices import cpu_info, select_device
+from ganlab.devices import select_device
+from ganlab.hardware import ONEDNN_ENV, cpu_info, iteration_gflop, onednn_state, peak_gflops
 from ganlab.train import make_gan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,6 +221,75 @@ def dcgan_rows(x: np.ndarray, iterations: int) -> dict:
     return rows
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an n x n float32 matmul on this backend: what its kernels reach on this CPU at best."""
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = keras.ops.matmul(a, a)
+    keras.ops.convert_to_numpy(out)
+    return round(2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9, 1)
+
+
+def gflop(model: str, fused: bool = True) -> float:
+    """One iteration of `model` at its reference batch, counted from the layers (ganlab.hardware)."""
+    spec = models.REGISTRY[model]
+    if model == "dcgan" and not fused:
+        g, d = models.dcgan_generator(100, fused=False), models.dcgan_discriminator()
+    else:
+        g, d = models.build(model, 100)
+    return iteration_gflop(g, d, spec.batch_size)
+
+
+def peak_table(results: dict, peak: dict) -> list[dict]:
+    """Each timed row of `results` as achieved GFLOP/s and a fraction of the CPU's float32 peak."""
+    tf_onednn = results["machine"].get("onednn", "?")
+    rows = [("book loop (Keras 2 style)", "mlp", "tensorflow", "float32", tf_onednn, results.get("book_loop_its")),
+            ("compiled step", "mlp", "tensorflow", "float32", tf_onednn, results.get("compiled_its")),
+            ("compiled step", "mlp_bn", "tensorflow", "float32", tf_onednn, results.get("mlp_bn_its"))]
+    dc = results.get("dcgan", {})
+    rows += [("compiled step", "dcgan", "tensorflow", "float32", tf_onednn, dc.get("float32")),
+             ("blog's UpSampling+Conv2D", "dcgan", "tensorflow", "float32", tf_onednn,
+              dc.get("float32_upsampling_conv")),
+             ("compiled step", "dcgan", "tensorflow", "bfloat16", tf_onednn, dc.get("bfloat16"))]
+    for key, onednn in (("jax", "n/a"), ("tensorflow_onednn_off", "off")):
+        other = results.get(key, {})
+        name = "jax" if key == "jax" else "tensorflow"
+        rows += [("compiled step", "mlp", name, "float32", onednn, other.get("mlp_its")),
+                 ("compiled step", "dcgan", name, "float32", onednn, other.get("dcgan_float32_its")),
+                 ("compiled step", "dcgan", name, "bfloat16", onednn, other.get("dcgan_bfloat16_its"))]
+    table = []
+    for what, model, backend, precision, onednn, its in rows:
+        if not its:
+            continue
+        work = gflop(model, fused=not what.startswith("blog"))
+        table.append({"what": what, "model": model, "backend": backend, "precision": precision, "onednn": onednn,
+                      "its": its, "gflop_per_iteration": round(work, 3), "gflops": round(work * its, 1),
+                      "peak_gflops": peak["peak_gflops"],
+                      "fraction_of_peak": round(work * its / peak["peak_gflops"], 3)})
+    return table
+
+
+def print_peak(table: list[dict], peak: dict) -> None:
+    print(f"\nfloat32 peak {peak['peak_gflops']} GFLOP/s = {peak['how']}")
+    print(f"{'row':27} {'model':7} {'backend':10} {'precision':9} {'oneDNN':6} {'it/s':>8} {'GFLOP/it':>9} "
+          f"{'GFLOP/s':>8} {'of peak':>8}")
+    for r in table:
+        print(f"{r['what']:27} {r['model']:7} {r['backend']:10} {r['precision']:9} {r['onednn']:6} {r['its']:8.3f} "
+              f"{r['gflop_per_iteration']:9.3f} {r['gflops']:8.1f} {r['fraction_of_peak']:8.1%}")
+
+
+def onednn_off_rows(args) -> dict:
+    """`backend_rows` on TensorFlow with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), from a second process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "off.json"
+        subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
+                        str(args.iterations), "--dcgan-iterations", str(args.dcgan_iterations)],
+                       check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow", ONEDNN_ENV: "0"})
+        return json.loads(out.read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results.json")
@@ -243,8 +316,11 @@ def main() -> None:
     else:
         x, data = np.asarray(load_split(ROOT / "data/prepared", "train")[0]), "mnist"
     base = TrainConfig(model="mlp")
-    results: dict = {"machine": {**cpu_info(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "keras": keras.__version__, "backend": keras.backend.backend()}, "data": data}
+    cpu = cpu_info()
+    results: dict = {"machine": {**cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "keras": keras.__version__, "backend": keras.backend.backend(),
+                                 "onednn": onednn_state(), "date": time.strftime("%Y-%m-%d"),
+                                 "command": " ".join(["python", "bench/bench.py", *sys.argv[1:]])}, "data": data}
     if args.serving_only:  # added to the file's other rows, which keep their own machine
         old = json.loads(args.out.read_text()) if args.out.exists() else {"machine": results["machine"]}
         write(args.out, {**old, "serving": serving_latency(args.serving_model)})
@@ -268,7 +344,7 @@ def main() -> None:
             write(args.out, results)
             return
     if args.dcgan_only:
-        write(args.out, {**results, "dcgan": dcgan_rows(x, args.dcgan_iterations)})
+        finish(args.out, {**results, "dcgan": dcgan_rows(x, args.dcgan_iterations)}, cpu)
         return
     print("book loop ...", flush=True)
     results["book_loop_its"] = round(book_loop_its(x, args.book_iterations), 2)
@@ -286,6 +362,11 @@ def main() -> None:
     results["jax"] = jax_rows(args)
     results["jax_mlp_speedup_vs_tensorflow"] = round(results["jax"]["mlp_its"] / results["compiled_its"], 2)
     results["jax_mlp_speedup_vs_book"] = round(results["jax"]["mlp_its"] / results["book_loop_its"], 1)
+    print("tensorflow with oneDNN off ...", flush=True)
+    results["tensorflow_onednn_off"] = onednn_off_rows(args)
+    results["onednn_speedup"] = {
+        "mlp": round(results["compiled_its"] / results["tensorflow_onednn_off"]["mlp_its"], 2),
+        "dcgan_float32": round(results["dcgan"]["float32"] / results["tensorflow_onednn_off"]["dcgan_float32_its"], 2)}
     print("train stage on each backend ...", flush=True)
     stage = {backend: train_stage(4000, backend) for backend in ("tensorflow", "jax")}
     results["train_stage_4000_iterations"] = stage
@@ -293,7 +374,17 @@ def main() -> None:
     results["train_stage_jax_speedup"] = round(jax_its / stage["tensorflow"]["iterations_per_s"], 2)
     results["train_stage_jax_speedup_vs_book"] = round(jax_its / results["book_loop_its"], 1)
     results["train_stage_peak_rss_mb"] = stage["tensorflow"]["peak_rss_mb"]
-    write(args.out, results)
+    finish(args.out, results, cpu)
+
+
+def finish(out: Path, results: dict, cpu: dict) -> None:
+    """Add each row's fraction of the CPU's float32 peak, write `out` and print the table."""
+    peak = peak_gflops(cpu)
+    results["matmul_2048_gflops"] = matmul_gflops()
+    results["peak"] = {**peak, "gflop_counted": "from the layers: batch x (4 G + 9 D) forward FLOPs",
+                       "rows": peak_table(results, peak)}
+    write(out, results)
+    print_peak(results["peak"]["rows"], peak)
 
 
 def write(out: Path, results: dict) -> None:

@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = params.train
-    backend.use(cfg.backend)
+    backend.use(backend.choose(cfg))
     # Imported only now: these import Keras, which reads KERAS_BACKEND once.
     from ganlab.runlog import TrainTracking
     from ganlab.saving import save_model
@@ -48,10 +48,11 @@ def main() -> None:
     resolved = resolve(cfg)
     logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
     dvc_exp = tracking.dvc_experiment()
-    tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model, "backend": cfg.backend}
+    tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model,
+            "backend": resolved.backend}
     # Names that tell runs apart in a list, led by the DVC experiment's name when there is one.
     name = f"{cfg.model}-{resolved.iterations}it-{cfg.d_schedule}-seed{cfg.seed}"
-    name += "-jax" if cfg.backend == "jax" else ""
+    name += "-jax" if resolved.backend == "jax" else ""
     if "dvc_experiment" in dvc_exp:
         name = f"{dvc_exp['dvc_experiment']} ({name})"
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
@@ -78,6 +79,7 @@ def main() -> None:
     device = result.state["device"]
     # The run id lets `dvc exp show` lead to the MLflow run of each experiment.
     metrics = {**result.metrics, "model": cfg.model, "backend": device["backend"], "precision": device["precision"],
+               "onednn": device["onednn"],
                "mlflow_run_id": mlrun.run.run_id if mlrun.run else None,
                **{f"device_{k}": v for k, v in device.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}}

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+import ganlab  # noqa: F401  (before any test loads TensorFlow: turns its oneDNN kernels on, as the stages do)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # tests/on_jax needs a process on the JAX backend: tests/test_backend.py starts one for it.

@@ -41,6 +41,44 @@ def test_a_keras_backend_that_disagrees_with_params_is_one_line(monkeypatch):
     backend.use("tensorflow")  # agreeing is fine
 
 
+def test_auto_picks_the_models_fastest_backend_and_tensorflow_where_only_it_can(monkeypatch):
+    from ganlab import models
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert set(backend.FASTEST) == set(models.REGISTRY)
+    auto = TrainConfig(backend="auto")
+    assert backend.choose(auto) == "jax"  # mlp
+    assert backend.choose(dataclasses.replace(auto, model="mlp_bn")) == "jax"
+    assert backend.choose(dataclasses.replace(auto, model="dcgan")) == "tensorflow"
+    assert backend.choose(dataclasses.replace(auto, strategy="mirrored")) == "tensorflow"
+    assert backend.choose(dataclasses.replace(auto, mixed_precision="float16")) == "tensorflow"
+    # Explicit choices stay as they are.
+    assert backend.choose(dataclasses.replace(auto, backend="tensorflow")) == "tensorflow"
+    assert backend.choose(dataclasses.replace(auto, model="dcgan", backend="jax")) == "jax"
+
+
+def test_auto_follows_a_keras_backend_set_in_the_environment(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert backend.choose(TrainConfig(backend="auto")) == "tensorflow"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backend.choose(TrainConfig(backend="auto", model="dcgan")) == "jax"
+    with pytest.raises(StageError, match="KERAS_BACKEND=jax") as err:
+        backend.choose(TrainConfig(backend="auto", strategy="mirrored"))
+    assert "\n" not in str(err.value)
+
+
+def test_auto_resolves_to_the_backend_keras_runs_on():
+    import keras
+
+    from ganlab.train import RESOLVED, fingerprint, resolve
+
+    assert "backend" in RESOLVED
+    assert resolve(TrainConfig(backend="auto")).backend == keras.backend.backend()
+    # A checkpoint of an explicit run resumes under auto when auto lands on the same backend.
+    explicit = TrainConfig(backend=keras.backend.backend())
+    assert fingerprint(TrainConfig(backend="auto"), "h") == fingerprint(explicit, "h")
+
+
 def test_the_backend_is_part_of_the_fingerprint():
     from ganlab.train import fingerprint
 

@@ -29,17 +29,6 @@ def test_explicit_precision_wins(setting, want):
         assert devices.choose_precision(TrainConfig(model="dcgan", mixed_precision=setting), [(9, 0)], cpu) == want
 
 
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"
-                    "flags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n")
-    assert devices.cpu_info(info) == {"cpu": "Intel(R) Xeon(R) Platinum 8480C",
-                                      "bf16_flags": ["amx_bf16", "avx512_bf16"]}
-    info.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n")
-    assert devices.cpu_info(info)["bf16_flags"] == []
-    assert devices.cpu_info(tmp_path / "missing")["bf16_flags"] == []
-
-
 def test_auto_on_this_machine_applies_a_policy_and_records_it():
     _, info = devices.select_device(TrainConfig(model="dcgan"))
     want = "mixed_bfloat16" if devices.cpu_info()["bf16_flags"] and info["device"] == "cpu" else None

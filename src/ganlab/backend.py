@@ -1,11 +1,35 @@
-"""Keras' backend for a stage, from params: it is fixed when Keras is first imported, so it is set here first."""
+"""Keras' backend for a stage, from params: it is fixed when Keras is first imported, so it is set here first.
+
+`train.backend: auto` picks the backend that trains the model fastest, from `make bench` side by side
+on one CPU (docs/benchmarks.md): JAX for the MLPs, whose whole step XLA fuses into one program, and
+TensorFlow with oneDNN for the DCGANs, whose convolutions JAX's CPU backend runs several times slower.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
+from ganlab.config import TrainConfig
 from ganlab.files import StageError
+
+FASTEST = {"mlp": "jax", "mlp_bn": "jax", "dcgan": "tensorflow", "cdcgan": "tensorflow"}
+
+
+def choose(cfg: TrainConfig) -> str:
+    """The backend `cfg` trains on: an explicit `train.backend` as it is; for `auto`, a KERAS_BACKEND set in
+    the environment, else TensorFlow where only it can run the settings (a tf.distribute strategy,
+    float16's loss scaling), else the model's fastest."""
+    if cfg.backend != "auto":
+        return cfg.backend
+    needs_tf = cfg.strategy in ("mirrored", "multi_worker") or cfg.mixed_precision == "float16"
+    env = os.environ.get("KERAS_BACKEND")
+    if env == "jax" and needs_tf:
+        raise StageError(f"KERAS_BACKEND=jax, but train.strategy: {cfg.strategy} with train.mixed_precision: "
+                         f"{cfg.mixed_precision} runs on TensorFlow only; unset KERAS_BACKEND or change them")
+    if env in ("tensorflow", "jax"):
+        return env
+    return "tensorflow" if needs_tf else FASTEST[cfg.model]
 
 
 def use(backend: str) -> None:

@@ -74,7 +74,8 @@ class TrainConfig:
     ema: float | None = None
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, one device; the fastest on CPU for the MLPs, slow for convolutions.
-    backend: Literal["tensorflow", "jax"] = "tensorflow"
+    # auto: the model's fastest (ganlab.backend.choose), or KERAS_BACKEND when the environment sets it.
+    backend: Literal["auto", "tensorflow", "jax"] = "auto"
 
     def validate(self) -> None:
         for key in ("iterations", "sample_interval", "checkpoint_interval"):

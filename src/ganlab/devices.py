@@ -13,8 +13,6 @@ else the CPU), and float16 is refused there because the JAX step does no loss sc
 from __future__ import annotations
 
 import contextlib
-import platform
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -22,25 +20,9 @@ import keras
 from ganlab import models
 from ganlab.config import TrainConfig
 from ganlab.files import StageError
+from ganlab.hardware import cpu_info, onednn_state
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """The CPU's model name and which native bf16 instruction sets its flags list."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:  # not Linux: no flags to read, so no bf16 claimed
-        pass
-    return {"cpu": model, "bf16_flags": [f for f in BF16_FLAGS if f in flags]}
 
 
 def choose_precision(cfg: TrainConfig, gpu_capabilities: list[tuple[int, int]], cpu: dict[str, Any],
@@ -99,6 +81,8 @@ def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int
         "workers": workers,
         "chief": chief,
         "precision": policy,
+        # TensorFlow's oneDNN kernels (ganlab.hardware turns them on); "n/a" on JAX.
+        "onednn": onednn_state() if keras.backend.backend() == "tensorflow" else "n/a",
         "jit_compile": cfg.jit_compile,
     }
 

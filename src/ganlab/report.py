@@ -150,6 +150,7 @@ def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: s
         f"device {tags.get('device', '?')} (CPU {tags.get('cpu', '?')}, native bf16: {tags.get('cpu_bf16', '?')}; "
         f"{tags.get('strategy', '?')}), backend {m_train.get('backend', 'tensorflow')}, "
         f"precision {m_train.get('precision', tags.get('precision', '?'))}, "
+        f"oneDNN {m_train.get('onednn', tags.get('onednn', '?'))}, "
         f"{m_train['iterations_per_s']} iterations/s",
     ]
     if "dvc_experiment" in tags:

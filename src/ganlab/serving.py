@@ -10,6 +10,7 @@ The server needs Keras, a backend and numpy, not the ganlab package; the model l
 from __future__ import annotations
 
 import os
+import platform
 
 import numpy as np
 from mlflow.exceptions import MlflowException
@@ -33,6 +34,10 @@ class Generator(PythonModel):
     def load_context(self, context):
         # The backend that trained G, unless the server's environment names one (both read .keras).
         os.environ.setdefault("KERAS_BACKEND", (context.model_config or {}).get("keras_backend", "tensorflow"))
+        # TensorFlow's oneDNN kernels on every x86 CPU, as in the stages (ganlab.hardware, which this file
+        # runs without). Only in effect if TensorFlow is not loaded yet; a value the user set wins.
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         import keras
 
         try:

@@ -47,11 +47,12 @@ class Diverged(StageError):
 
 
 RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
-            "steps_per_execution")
+            "steps_per_execution", "backend")
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with every `null` replaced by the model's reference value from the seeds.
+    """`cfg` with every `null` replaced by the model's reference value from the seeds, and
+    `backend: auto` by the backend Keras runs on (the train stage chose it with `backend.choose`).
 
     A null checkpoint_interval is the reference rounded up to a multiple of the sample interval,
     since checkpoints are taken at the end of an interval.
@@ -68,6 +69,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         sample_interval=sample,
         checkpoint_interval=checkpoint,
         steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,
+        backend=keras.backend.backend() if cfg.backend == "auto" else cfg.backend,
     )
 
 

@@ -1,0 +1,118 @@
+"""What this CPU is and what it can do: model, flags, float32 peak, and TensorFlow's oneDNN switch.
+
+Imports neither Keras nor TensorFlow: `enable_onednn` must run before TensorFlow is first imported,
+since TensorFlow reads `TF_ENABLE_ONEDNN_OPTS` once, when it loads its kernels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU's model name, family/model numbers, clock (MHz) and flags, from /proc/cpuinfo (Linux)."""
+    info: dict[str, Any] = {"cpu": platform.processor() or "unknown", "vendor": "", "family": 0, "model": 0,
+                            "mhz": 0.0, "flags": []}
+    keys = {"model name": ("cpu", str), "vendor_id": ("vendor", str), "cpu family": ("family", int),
+            "model": ("model", int), "cpu MHz": ("mhz", float)}
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in keys and value.strip():
+                name, cast = keys[key]
+                info[name] = cast(value.strip())
+            elif key == "flags":
+                info["flags"] = sorted(set(value.split()))
+                break  # the first processor describes them all
+    except (OSError, ValueError):  # not Linux: no flags to read, so nothing claimed
+        pass
+    info["bf16_flags"] = [f for f in BF16_FLAGS if f in info["flags"]]
+    return info
+
+
+def peak_gflops(info: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
+    """The CPU's float32 peak: cores x FLOP per cycle per core x clock, with how it was worked out.
+
+    FLOP per cycle is 2 FMA pipes x SIMD lanes x 2 (an FMA is two FLOPs). The lanes come from the
+    flags: 16 with avx512f, 8 with avx2+fma. AMD's Zen 4 runs AVX-512 on its two 256-bit pipes, so
+    an AMD CPU counts 8 lanes whatever its flags. The clock is /proc/cpuinfo's `cpu MHz`, which on a
+    VM is the nominal (base) clock: boost can put the real peak above this figure.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    flags = set(info["flags"])
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
+    if info.get("vendor") == "AuthenticAMD":
+        lanes = min(lanes, 8)
+    flop_per_cycle = 2 * lanes * 2
+    peak = cores * flop_per_cycle * info["mhz"] / 1000
+    return {"peak_gflops": round(peak, 1), "cores": cores, "flop_per_cycle": flop_per_cycle, "mhz": info["mhz"],
+            "how": f"{cores} cores x {flop_per_cycle} FLOP/cycle (2 FMA pipes x {lanes} float32 lanes x 2) "
+                   f"x {info['mhz']:.0f} MHz (/proc/cpuinfo)"}
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+def enable_onednn() -> None:
+    """Turn TensorFlow's oneDNN kernels on for x86 CPUs, unless the user set TF_ENABLE_ONEDNN_OPTS.
+
+    TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2 CPUs it
+    leaves them off, and every stage runs about 2x slower (docs/benchmarks.md). Call before TensorFlow
+    is imported; a later call changes nothing TensorFlow has already read.
+    """
+    if is_x86():
+        os.environ.setdefault(ONEDNN_ENV, "1")
+
+
+def onednn_state() -> str:
+    """Whether TensorFlow runs its oneDNN kernels in this process: "on", "off", or "n/a" (not loaded)."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return "n/a"
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    except (ImportError, AttributeError):  # a TensorFlow without the probe
+        return "on" if os.environ.get(ONEDNN_ENV) == "1" else "unknown"
+
+
+def forward_flop(model) -> int:
+    """FLOPs of one image through `model`'s Dense and convolution layers, counted from their shapes
+    (a multiply-add is two; element-wise ops, BatchNorm and activations are left out: they are a few %)."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in ("Dense", "Conv2D", "UpConv2D"):
+            continue
+        cin, cout = int(layer.input.shape[-1]), int(layer.output.shape[-1])
+        if kind == "Dense":
+            positions = math.prod(int(n) for n in layer.input.shape[1:-1])
+            total += 2 * positions * cin * cout
+        elif kind == "UpConv2D":  # a stride-2 transposed convolution: 25 taps per input pixel
+            h, w = layer.input.shape[1:3]
+            total += 2 * h * w * 25 * cin * cout
+        else:
+            h, w = layer.output.shape[1:3]
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * kh * kw * cin * cout
+    return total
+
+
+def iteration_gflop(generator, discriminator, batch: int) -> float:
+    """GFLOPs of one training iteration: D's two steps (G forward for the fakes, D forward and backward
+    on the real and the fake batch) and G's step (G and D forward and backward), with a backward pass
+    counted as twice its forward: batch x (4 G + 9 D)."""
+    return batch * (4 * forward_flop(generator) + 9 * forward_flop(discriminator)) / 1e9
+

@@ -1,0 +1,76 @@
+"""The CPU's description, its float32 peak, and the oneDNN switch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ganlab import hardware
+
+XEON = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+        "model name\t: Intel(R) Xeon(R) Platinum 8480C\ncpu MHz\t\t: 2100.000\n"
+        "flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n")
+ZEN3 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+        "cpu MHz\t\t: 2450.000\nflags\t\t: fpu sse avx2 fma\n")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(XEON)
+    got = hardware.cpu_info(info)
+    assert got["cpu"] == "Intel(R) Xeon(R) Platinum 8480C"
+    assert got["bf16_flags"] == ["amx_bf16", "avx512_bf16"]
+    assert (got["vendor"], got["family"], got["model"], got["mhz"]) == ("GenuineIntel", 6, 207, 2100.0)
+    info.write_text(ZEN3)
+    assert hardware.cpu_info(info)["bf16_flags"] == []
+    assert hardware.cpu_info(tmp_path / "missing")["bf16_flags"] == []
+
+
+def test_peak_counts_lanes_fma_pipes_cores_and_clock(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(XEON)
+    # 2 cores x (2 FMA pipes x 16 lanes x 2) x 2.1 GHz
+    assert hardware.peak_gflops(hardware.cpu_info(info), cores=2)["peak_gflops"] == pytest.approx(268.8)
+    info.write_text(ZEN3)
+    # AVX2: 8 lanes; 2 x 32 x 2.45 GHz
+    assert hardware.peak_gflops(hardware.cpu_info(info), cores=2)["peak_gflops"] == pytest.approx(156.8)
+    # An AMD CPU with AVX-512 flags (Zen 4) still has 256-bit pipes.
+    info.write_text(ZEN3.replace("avx2 fma", "avx2 fma avx512f"))
+    assert hardware.peak_gflops(hardware.cpu_info(info), cores=2)["flop_per_cycle"] == 32
+
+
+def _onednn_in_fresh_python(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_ENV}
+    if env_value is not None:
+        env[hardware.ONEDNN_ENV] = env_value
+    code = "import ganlab, tensorflow; from ganlab import hardware; print(hardware.onednn_state())"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "KERAS_BACKEND": "tensorflow"},
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not hardware.is_x86(), reason="oneDNN is turned on for x86 CPUs only")
+def test_importing_ganlab_turns_onednn_on_and_a_users_zero_keeps_it_off():
+    assert _onednn_in_fresh_python(None) == "on"
+    assert _onednn_in_fresh_python("0") == "off"
+
+
+def test_onednn_state_is_na_before_tensorflow_loads(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert hardware.onednn_state() == "n/a"
+
+
+def test_flops_of_the_book_mlp_and_the_blog_dcgan_are_counted_from_layers():
+    from ganlab import models
+
+    g, d = models.build("mlp", 100)
+    assert hardware.forward_flop(g) == 2 * (100 * 128 + 128 * 784)
+    assert hardware.forward_flop(d) == 2 * (784 * 128 + 128 * 1)
+    # batch x (4 G + 9 D): about 0.35 GFLOP per iteration at batch 128
+    assert hardware.iteration_gflop(g, d, 128) == pytest.approx(128 * (4 * 226_304 + 9 * 200_960) / 1e9)
+    fused, blog = models.dcgan_generator(100), models.dcgan_generator(100, fused=False)
+    # UpConv2D does 25 of the blog pair's 64 multiply-adds per 2x2 block; the rest is the same.
+    up = [(7, 128, 128), (14, 128, 64)]  # (input side, in channels, out channels) of each up-block
+    saved = sum(2 * h * h * (64 - 25) * cin * cout for h, cin, cout in up)
+    assert hardware.forward_flop(blog) - hardware.forward_flop(fused) == saved
