@@ -54,6 +54,9 @@ dcgan: $(STAMP) ## The blog's DCGAN at its own length as a DVC experiment, throu
 test: $(STAMP) ## Run the test suite, on parallel workers
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
 
+test-fast: $(STAMP) ## The tests that need no dvc repro, server or training in a subprocess (the edit-test loop)
+	$(PY) -m pytest -n auto --maxprocesses 4 -m "not slow"
+
 bench: $(STAMP) ## Benchmark the compiled step against the book's loop -> bench/results.json
 	dvc repro prepare
 	$(PY) bench/bench.py --out bench/results.json
@@ -62,10 +65,13 @@ bench-gpu: $(STAMP) ## On a GPU machine (after make setup-gpu): mlp and dcgan, m
 	dvc repro prepare
 	$(PY) bench/bench.py --matrix-only --out bench/results-gpu.json
 
-ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1)
-	@$(PY) -m ganlab.tracking | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/'
-
-	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT)
+# With MLFLOW_TRACKING_URI pointing at a tracking server, that server already serves the UI: say where.
+ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1), or point at the tracking server's
+	@case "$${MLFLOW_TRACKING_URI:-}" in \
+	  http://*|https://*) $(PY) -m ganlab.tracking; echo "  (the tracking server serves the UI itself)";; \
+	  *) $(PY) -m ganlab.tracking | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/' && \
+	     mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT);; \
+	esac
 
 SERVE_PORT ?= 5001
 MODEL ?= models:/ganlab-generator@champion
@@ -93,10 +99,10 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 	$(MAKE) --no-print-directory exps ARGS="--sort-by quality.frechet_distance --sort-order asc"
 	$(PY) -m ganlab.compare --out compare.png
 
-# `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the params that differ,
-# the key metrics and the MLflow run id of each experiment.
-EXPS_DROP ?= /|\.py$$|^Created$$|sha256|counts|source|class_histogram|value_range|^noise\.|^reference\.|device_|final_|min_g_loss|train_seconds|resumed|test_loss|train_images|^confusion\.(f1|fn|fp|tn|tp|mean|precision|recall)
-EXPS_KEEP ?= ^Experiment$$|^train\.model$$|^iterations(_per_s)?$$|^backend$$|^precision$$|^mlflow_run_id$$|^quality\.(frechet_distance|classifier_score|modes_covered)$$|^confusion\.accuracy$$
+# `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the params that differ and
+# the key metrics, in 120 columns. DVC matches --drop and --keep from the start of a column's name.
+EXPS_DROP ?= .*(/|\.py$$|sha256|counts|source|class_histogram|value_range|device_|final_|min_g_loss|train_seconds|resumed|test_loss|train_images|weights_digest|onednn|mlflow_run_id)|Created$$|noise\.|reference\.|confusion\.(f1|fn|fp|tn|tp|mean|precision|recall)
+EXPS_KEEP ?= Experiment$$|train\.(model|seed)$$|iterations$$|quality\.(frechet_distance|classifier_score|modes_covered)$$|backend$$
 exps: $(STAMP) ## Compare DVC experiments: params that differ, key metrics, MLflow run ids
 	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 
@@ -115,4 +121,4 @@ lock: ## Re-resolve constraints.txt from requirements.txt in a scratch venv
 clean: ## Remove outputs and caches (keeps .venv, mlflow.db and data/raw)
 	rm -rf data/prepared outputs reports metrics plots .pytest_cache .ruff_cache
 
-.PHONY: help setup setup-gpu setup-gpu-jax run dcgan test bench bench-gpu ui serve server resend sweep exps compare lint lock clean
+.PHONY: help setup setup-gpu setup-gpu-jax run dcgan test test-fast bench bench-gpu ui serve server resend sweep exps compare lint lock clean

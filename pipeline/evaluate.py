@@ -13,7 +13,7 @@ from ganlab import tracking
 from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.data import load_split
-from ganlab.files import write_json
+from ganlab.files import sha256_file, write_json
 from ganlab.runlog import RunLog
 from ganlab.saving import load_model
 
@@ -38,6 +38,9 @@ def main() -> None:
     # train.ema: the averaged G, scored on the same z in the same pass.
     ema = load_model(args.train / "generator_ema.keras") if (args.train / "generator_ema.keras").exists() else None
     metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim, ema, y_test)
+    # How these figures were measured: only figures measured alike are compared (the registry's champion).
+    metrics["measured_by"] = {"classifier": sha256_file(args.classifier)[:16], "n_samples": cfg.n_samples,
+                              "seed": cfg.seed}
     write_json(args.metrics, metrics)
     files = ev.pictures(generator, x_train, metrics["confusion"], cfg, z_dim, args.out)
     args.plots.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import mlflow
 
-from ganlab import tracking
+from ganlab import registry, tracking
 from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.files import read_json
 from ganlab.report import identity, sections, write_report
-from ganlab.runlog import RunLog
+from ganlab.runlog import RunLog, logged_model
 
 
 def main() -> None:
@@ -42,18 +42,23 @@ def main() -> None:
     champion = None
     # The served pyfunc (it checks requests), or G's Keras flavour for a run logged before it existed.
     served = info.get("generator_service_uri") or info.get("generator_uri")
-    # Like with like: conditional generators (another request format) have a registered model and champion of
-    # their own, so a conditional champion is the best conditional G by Fréchet distance.
-    registered = cfg.registered_model + ("-conditional" if "label_agreement" in m_eval else "")
+    if not served:  # logged later, by `make resend` after an outage: find it in the run
+        found = run.read(logged_model, run.run_id, "generator_service")
+        served = found.model_uri if found else None
+    registered = registry.registered_name(cfg.registered_model, conditional="label_agreement" in m_eval)
     if cfg.register and served:
-        champion = run.register(served, registered, m_eval["quality"]["frechet_distance"])
+        measure = registry.measure_key(m_eval.get("measured_by", {}))
+        champion = run.register(served, registered, m_eval["quality"]["frechet_distance"], measure)
 
-    exp_page = tracking.ui_link(info.get("experiment_id", ""))
-    link = f"{exp_page.replace('?', f'/runs/{run.run_id}?')} (after `make ui`; all runs: {exp_page})"
+    exp_id = info.get("experiment_id", "")
+    exp_page = tracking.ui_link(exp_id)
+    after = "" if tracking.ui_base() != tracking.UI else "after `make ui`; "
+    link = f"{tracking.ui_link(exp_id, run.run_id)} ({after}all runs: {exp_page})"
     lines = identity(tcfg, m_prep, m_train, tags, run.run_id, link)
     if champion:
         lines.append(f"registry: `{registered}` version {champion['version']}"
-                     f"{', now the champion' if champion['champion'] else ''}")
+                     f"{' (registered before)' if not champion['new'] else ''}, "
+                     f"{'the champion' if champion['champion'] else 'not the champion'}: {champion['why']}")
     parts = sections(lines, args.train, args.evaluate, args.out, m_eval, m_clf, params.evaluate.n_samples, runs,
                      run.run_id)
     md, page = args.out / "report.md", args.out / "report.html"
@@ -61,7 +66,7 @@ def main() -> None:
     run.log_artifact(page, "report")
     run.log_artifact(md, "report")
     run.save_pending("report")
-    print(f"report: {page.resolve()}\n  MLflow: run `make ui`, then open {exp_page}")
+    print(f"report: {page.resolve()}\n  MLflow: {tracking.ui_advice(exp_id)}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Run: python pipeline/train.py --data data/prepared --out outputs/train \
 import argparse
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from ganlab import backend, tracking
@@ -15,6 +16,7 @@ from ganlab.config import flatten, load_params
 from ganlab.data import data_info, load_split
 from ganlab.files import write_json
 from ganlab.plots import history_figures, save_figure
+from ganlab.specs import RESOLVED
 
 
 def _sigterm(signum, frame):
@@ -37,7 +39,7 @@ def main() -> None:
     # Imported only now: these import Keras, which reads KERAS_BACKEND once.
     from ganlab.runlog import TrainTracking
     from ganlab.saving import save_model
-    from ganlab.train import RESOLVED, resolve, train, weights_digest
+    from ganlab.train import resolved, train, weights_digest
 
     data_hash = data_info(args.data)["data_hash"]
     images, labels = load_split(args.data, "train")
@@ -45,14 +47,15 @@ def main() -> None:
 
     logged = {k: str(v) for k, v in flatten(params).items() if k.split(".")[0] in ("prepare", "train")}
     # Both the raw values (null = the model's reference) and what they resolved to.
-    resolved = resolve(cfg)
-    logged.update({f"train.resolved.{k}": str(getattr(resolved, k)) for k in RESOLVED})
+    cfg = resolved(cfg)
+    logged.update({f"train.resolved.{k}": str(getattr(cfg, k)) for k in RESOLVED})
     dvc_exp = tracking.dvc_experiment()
     tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model,
-            "backend": resolved.backend}
-    # Names that tell runs apart in a list, led by the DVC experiment's name when there is one.
-    name = f"{cfg.model}-{resolved.iterations}it-{cfg.d_schedule}-seed{cfg.seed}"
-    name += "-jax" if resolved.backend == "jax" else ""
+            "backend": cfg.backend}
+    # Names that tell runs apart in a list, led by the DVC experiment's name when there is one; the
+    # start time tells a re-run from the first.
+    name = f"{cfg.model}-{cfg.iterations}it-{cfg.d_schedule}-seed{cfg.seed}"
+    name += ("-jax" if cfg.backend == "jax" else "") + time.strftime(" %m-%d %H:%M")
     if "dvc_experiment" in dvc_exp:
         name = f"{dvc_exp['dvc_experiment']} ({name})"
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
@@ -77,10 +80,11 @@ def main() -> None:
     result.history.to_csv(args.plots / "history.csv", index=False)
     figures = [save_figure(fig, args.out / f"{name}.png") for name, fig in history_figures(result.history).items()]
     device = result.state["device"]
+    digest = weights_digest(result.gan)
     # The run id lets `dvc exp show` lead to the MLflow run of each experiment.
     metrics = {**result.metrics, "model": cfg.model, "backend": device["backend"], "precision": device["precision"],
                "onednn": device["onednn"],
-               "mlflow_run_id": mlrun.run.run_id if mlrun.run else None,
+               "mlflow_run_id": mlrun.run.run_id if mlrun.run else None, "weights_digest": digest,
                **{f"device_{k}": v for k, v in device.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(args.metrics, metrics)
@@ -89,7 +93,7 @@ def main() -> None:
     # (after a code change, say) "resume" at the last iteration and train nothing.
     shutil.rmtree(args.checkpoints, ignore_errors=True)
     print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, MLflow run {run_id}, "
-          f"weights digest {weights_digest(result.gan)}")
+          f"weights digest {digest}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `validate`: check the whole params.yaml before any other stage runs.
+"""Stage `validate`: check the whole params.yaml, and the tracking store, before any other stage runs.
 
 DVC deletes a stage's outputs just before it runs the stage, so a bad value found by the stage
 itself has already cost the last good outputs. Every stage depends on this one's output, which
@@ -10,9 +10,11 @@ Run: python pipeline/validate.py --out outputs/validate/params.ok
 import argparse
 from pathlib import Path
 
+from ganlab import tracking
 from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.files import write_bytes
+from ganlab.specs import resolve
 
 
 def main() -> None:
@@ -20,7 +22,10 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    load_params(args.params)  # raises ConfigError, one line, on the first bad key or value
+    params = load_params(args.params)  # raises ConfigError, one line, on the first bad key or value
+    resolve(params.train)  # and on settings that only the model's reference values make wrong
+    # Also before anything is deleted: a tracking store that is down, or one copied from another folder.
+    tracking.check_store(params.train.experiment)
     write_bytes(args.out, b"params.yaml is valid\n")
 
 

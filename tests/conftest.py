@@ -27,6 +27,16 @@ collect_ignore = [] if os.environ["KERAS_BACKEND"] == "jax" else ["on_jax"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Fixtures that build a scratch project, run `dvc repro` or start a server: their tests are `slow`,
+# and `make test-fast` leaves them out (tests that train in a subprocess carry the mark themselves).
+SLOW_FIXTURES = {"project", "repro", "served", "server", "conditional"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def fake_mnist(monkeypatch):

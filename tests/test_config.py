@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ganlab.config import ConfigError, Params, flatten, load_params, parse_params
+from ganlab.config import ConfigError, Params, TrainConfig, flatten, load_params, parse_params
 
 from .conftest import ROOT
 
@@ -89,3 +89,12 @@ def test_loader_never_crashes_untidily(raw):
         assert "\n" not in str(exc) and str(exc).startswith("params.yaml")
     else:
         yaml.safe_dump(flatten(params))  # loaded values are plain data
+
+
+def test_a_checkpoint_interval_off_the_models_sample_interval_is_refused():
+    from ganlab.specs import resolve
+
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig(model="mlp", checkpoint_interval=500))  # mlp samples every 1,000
+    assert "train.checkpoint_interval = 500" in str(err.value) and "1000" in str(err.value)
+    assert resolve(TrainConfig(model="dcgan", checkpoint_interval=600)).checkpoint_interval == 600

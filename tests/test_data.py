@@ -167,7 +167,7 @@ def test_truncated_prepared_array_is_refused(fake_mnist, http_dir, tmp_path):
     manifest = data.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
     path = out / "test_x.npy"
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(StageError, match=r"corrupted .*; restore it with `dvc checkout data/prepared`"):
+    with pytest.raises(StageError, match=r"corrupted .*; restore it with `dvc checkout --force data/prepared`"):
         data.load_split(out, "test", manifest)
 
 

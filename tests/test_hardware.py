@@ -50,6 +50,7 @@ def _onednn_in_fresh_python(env_value: str | None) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hardware.is_x86(), reason="oneDNN is turned on for x86 CPUs only")
 def test_importing_ganlab_turns_onednn_on_and_a_users_zero_keeps_it_off():
     assert _onednn_in_fresh_python(None) == "on"

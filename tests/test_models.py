@@ -9,9 +9,14 @@ import pytest
 from ganlab import models, saving
 from ganlab.files import StageError
 from ganlab.layers import UpConv2D
+from ganlab.specs import SPECS
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_every_named_model_has_its_builders():
+    assert list(models.BUILDERS) == list(SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
 def test_shapes(name):
     g, d = models.build(name, z_dim=100)
     z = np.random.default_rng(0).standard_normal((5, 100)).astype(np.float32)
@@ -20,7 +25,7 @@ def test_shapes(name):
     assert -1 <= x.min() and x.max() <= 1  # tanh, like the rescaled data
     judged = d({"image": x, "digit": models.grid_digits(5)}) if models.is_conditional(d) else d(x)
     assert judged.shape == (5, 1)
-    assert models.is_conditional(g) == models.REGISTRY[name].conditional
+    assert models.is_conditional(g) == SPECS[name].conditional
 
 
 def test_the_conditional_generator_draws_what_the_digit_says(tmp_path):
@@ -90,7 +95,7 @@ def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
         saving.load_model(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     # The cheapest repair, never `dvc repro -f` (which retrains everything).
-    assert f"dvc checkout {path.parent}" in str(err.value) and "repro -f" not in str(err.value)
+    assert f"dvc checkout --force {path.parent}" in str(err.value) and "repro -f" not in str(err.value)
 
 
 @pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4)])

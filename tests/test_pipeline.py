@@ -129,6 +129,11 @@ def test_mlflow_run_has_everything(project, repro):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.model"] == "mlp" and run.data.params["train.resolved.batch_size"] == "128"
     assert {"git_commit", "git_dirty", "data_hash", "model", "device"} <= set(run.data.tags)
+    # A fresh clone's run: what DVC and the stages wrote (dvc.lock, metrics/) is not a change of the code.
+    assert run.data.tags["git_dirty"] == "false", run.data.tags.get("git_changed")
+    # auto on a CPU: JAX for the book's MLP; what was resolved is logged beside the raw value.
+    assert run.data.params["train.backend"] == "auto" and run.data.params["train.resolved.backend"] == "jax"
+    assert run.data.tags["backend"] == "jax" and run.data.tags["deterministic"] == "True"
     history = client.get_metric_history(run_id, "g_loss")
     assert [m.step for m in history] == [20, 40]
     assert "eval_quality.frechet_distance" in run.data.metrics and "train_iterations_per_s" in run.data.metrics
@@ -147,6 +152,30 @@ def test_mlflow_run_has_everything(project, repro):
     assert generator.predict(np.zeros((2, 100), np.float32), verbose=0).shape == (2, 28, 28, 1)
     version = client.get_model_version_by_alias("ganlab-generator", "champion")
     assert version.run_id == run_id
+
+
+def test_the_repair_a_damaged_output_names_works_as_written(project, repro):
+    dest, env = project
+    model = dest / "outputs/train/generator.keras"
+    good = model.read_bytes()
+    model.write_bytes(b"not a model" * 300)
+    cmd = yaml.safe_load((dest / "dvc.yaml").read_text())["stages"]["evaluate"]["cmd"]
+    out = sh(cmd.split(), dest, env, check=False)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode != 0 and "outputs/train/generator.keras cannot be loaded" in last, out.stderr[-2000:]
+    repair = re.search(r"restore it with `([^`]+)`", last).group(1)
+    sh(repair.split(), dest, env)
+    assert model.read_bytes() == good
+
+
+def test_deleted_outputs_are_restored_from_the_run_cache_not_retrained(project, repro):
+    dest, env = project
+    good = (dest / "outputs/train/generator.keras").read_bytes()
+    shutil.rmtree(dest / "outputs/train")
+    out = sh(["dvc", "repro"], dest, env)
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out.stdout, out.stdout[-3000:]
+    assert "Running stage 'train'" not in out.stdout
+    assert (dest / "outputs/train/generator.keras").read_bytes() == good
 
 
 def test_sample_cli_draws_from_registered_champion(project, repro, tmp_path):
@@ -211,8 +240,8 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(project, re
     sh([sys.executable, "-m", "ganlab.sample", "--model", conditional, "--digit", "all", "--out", "all.png"], dest, env)
     grid = plt.imread(dest / "all.png")
     assert grid.shape[0] == grid.shape[1] >= 280, grid.shape  # 10 x 10 digits
-    sh([sys.executable, "-m", "ganlab.sample", "--model", conditional, "--digit", "7", "--n", "4", "--npy", "7.npy"],
-       dest, env)
+    # Without --model, --digit draws from the conditional champion.
+    sh([sys.executable, "-m", "ganlab.sample", "--digit", "7", "--n", "4", "--npy", "7.npy"], dest, env)
     import numpy as np
     assert np.load(dest / "7.npy").shape == (4, 28, 28, 1)
     for bad, says in (([conditional, "--digit", "12"], "--digit 12 is not a digit"),
@@ -296,6 +325,32 @@ def test_sigterm_saves_checkpoint_marks_run_killed_and_resume_finishes(project, 
     run = MlflowClient().get_run(json.loads((dest / "sig/out/mlflow_run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
     assert not state.exists(), "a finished run left a checkpoint that the next re-run would 'resume'"
+
+
+def test_dvc_repro_killed_then_run_again_resumes_with_every_grid(project, repro):
+    import json
+    import os
+    import signal
+
+    dest, env = project
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["train"].update(iterations=5000, sample_interval=20, checkpoint_interval=20)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = subprocess.Popen(["dvc", "repro", "train"], cwd=dest, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    state = dest / "checkpoints/train/state.json"
+    wait_for(state, first)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole group
+    first.wait(timeout=120)
+    stopped_at = json.loads(state.read_text())["iteration"]
+    assert 0 < stopped_at < 5000
+    params["train"]["iterations"] = stopped_at - stopped_at % 20 + 40
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["dvc", "repro", "train"], dest, env)
+    done = json.loads((dest / "metrics/train.json").read_text())
+    assert done["resumed"] and done["iterations"] == params["train"]["iterations"]
+    grids = sorted(int(p.stem[5:]) for p in (dest / "outputs/train/samples").glob("iter_*.png"))
+    assert grids == list(range(20, params["train"]["iterations"] + 1, 20)), grids
 
 
 def test_second_repro_at_once_is_refused_and_first_is_unharmed(project, repro):

@@ -63,3 +63,19 @@ def test_a_conditional_run_gets_a_section_on_the_digit_asked_for(tmp_path):
     assert section.blocks[2][1].name == "digits.png"
     assert "The digit asked for" not in [s.title for s in report.sections(
         ["line"], tmp_path, tmp_path, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, None, "run1")]
+
+
+def test_runs_are_named_by_experiment_and_show_what_differs():
+    import pandas as pd
+
+    from ganlab.report import runs_table
+
+    runs = pd.DataFrame({
+        "run_id": ["a" * 32, "b" * 32, "c" * 32], "start_time": pd.to_datetime(["2026-12-01"] * 3),
+        "tags.mlflow.runName": ["mlp-1", "mlp-2", "mlp-3"], "tags.dvc_experiment": ["seed-1", None, "seed-3"],
+        "params.train.model": ["mlp"] * 3, "params.train.seed": ["1", "42", "3"], "params.train.z_dim": ["100"] * 3,
+        "metrics.eval_quality.frechet_distance": [3.0, 2.0, 4.0]})
+    table = runs_table(runs, current="c" * 32)
+    assert list(table["name"]) == ["seed-1", "mlp-2", "seed-3"]
+    assert "seed" in table.columns and "z_dim" not in table.columns  # only the params that differ
+    assert list(table[""]) == ["", "★ best", "← this run"]

@@ -1,13 +1,15 @@
 """MLflow plumbing: secrets stay out, a down server is one line, failures never cost a model."""
 
 import json
+import os
 import socket
 
 import pytest
 
 from ganlab import tracking
 from ganlab.files import StageError
-from ganlab.runlog import RunLog, check_server, execute, resend
+from ganlab.runlog import RunLog, execute, resend
+from ganlab.tracking import check_server
 
 
 def closed_port() -> int:
@@ -92,6 +94,12 @@ def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_pat
     monkeypatch.setattr(run, "offline", True)  # record the operations as the live stage builds them
     run.log_metrics({"g_loss": 0.5}, 100)
     run.log_image(tmp_path / "grid.png", "samples", 100)
+    from ganlab import models
+    from ganlab.saving import save_model
+
+    generator, _ = models.build("mlp", 4, width=0.05)
+    save_model(generator, tmp_path / "generator.keras")
+    run.log_model(generator, "generator", tmp_path / "generator.keras")
     for op in submitted * 2:  # landed once live, then once more from the queue
         execute(run_id, op)
 
@@ -102,6 +110,9 @@ def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_pat
     assert png.startswith("samples+step+100+timestamp+")
     assert sorted(images) == sorted([png, png.replace(".png", "+compressed.webp")])  # the UI's thumbnail
     assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"
+    logged = mlflow.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id],
+                                         output_format="list")
+    assert [m.name for m in logged] == ["generator"]
 
 
 def test_nothing_pending_leaves_no_file(tmp_path):
@@ -111,3 +122,73 @@ def test_nothing_pending_leaves_no_file(tmp_path):
 
 def test_flatten_metrics():
     assert tracking.flatten_metrics({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_advice_points_at_the_tracking_server_when_there_is_one(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw-x@127.0.0.1:5555")
+    advice = tracking.ui_advice("7")
+    assert advice == "open http://127.0.0.1:5555/#/experiments/7?workflowType=machine_learning"
+    assert tracking.ui_link("7", "abc").startswith("http://127.0.0.1:5555/#/experiments/7/runs/abc?")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    want = f"run `make ui`, then open {tracking.UI}/#/experiments/7?workflowType=machine_learning"
+    assert tracking.ui_advice("7") == want
+
+
+def test_make_ui_with_a_server_uri_names_the_server_and_starts_nothing(monkeypatch):
+    import subprocess
+
+    from .conftest import ROOT, make_in
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999"}
+    out = subprocess.run(make_in("ui"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "MLflow: open http://127.0.0.1:5999" in out.stdout and "serves the UI itself" in out.stdout
+    assert "make ui" not in out.stdout
+
+
+def test_a_model_is_registered_once_and_crowned_only_against_figures_measured_alike(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ganlab import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    tracking.setup("reg")
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    with mlflow.start_run():
+        a, b, c, d = (mlflow.pyfunc.log_model(name=n, python_model=Echo()).model_uri for n in "abcd")
+    first = registry.register_and_crown(a, "g", 10.0, "m1")
+    assert first["champion"] and first["new"]
+    again = registry.register_and_crown(a, "g", 10.0, "m1")  # a re-run of report, or a replay
+    assert again["version"] == first["version"] and not again["new"] and again["champion"]
+    assert len(MlflowClient().search_model_versions("name='g'")) == 1
+    worse = registry.register_and_crown(b, "g", 12.0, "m1")
+    assert not worse["champion"] and "does not beat" in worse["why"]
+    elsewhere = registry.register_and_crown(c, "g", 1.0, "m2")  # better, but scored by another classifier
+    assert not elsewhere["champion"] and "measured another way" in elsewhere["why"]
+    better = registry.register_and_crown(d, "g", 9.0, "m1")
+    assert better["champion"] and "beats" in better["why"]
+    assert MlflowClient().get_model_version_by_alias("g", "champion").version == better["version"]
+
+
+def test_a_store_copied_from_another_folder_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    import shutil
+
+    original, copy = tmp_path / "project", tmp_path / "project-copy"
+    original.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str(original))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{original}/mlflow.db")
+    tracking.setup("ganlab")
+    tracking.check_store("ganlab")  # its own store: fine
+    shutil.copytree(original, copy)  # cp -a project project-copy
+    monkeypatch.setenv("DVC_ROOT", str(copy))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}/mlflow.db")
+    with pytest.raises(StageError) as err:
+        tracking.check_store("ganlab")
+    assert "copied from another folder" in str(err.value) and str(original) in str(err.value)
+    assert "\n" not in str(err.value)
+    tracking.check_store("another-name")  # a new experiment gets this folder's own location

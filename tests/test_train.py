@@ -27,7 +27,7 @@ TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, ba
 def test_each_update_moves_only_its_own_network(model, schedule, images):
     cfg = dataclasses.replace(TINY, model=model, d_schedule=schedule)
     strategy, _ = select_device(cfg)
-    gan = T.make_gan(cfg, strategy)
+    gan = T.make_gan(T.resolved(cfg), strategy)
     real = tf.constant(images[:8])
     fake = gan.generate(tf.random.normal((8, cfg.z_dim)))
     g0, d0 = weights(gan.generator), weights(gan.discriminator)
@@ -41,9 +41,14 @@ def test_each_update_moves_only_its_own_network(model, schedule, images):
     assert not changed(d1, d2), "D changed during G's update"
 
 
+def test_deterministic_off_is_recorded(images, tmp_path):
+    result = run(dataclasses.replace(TINY, iterations=10, deterministic=False), images, tmp_path, "nondet")
+    assert result.state["device"]["deterministic"] is False
+
+
 def test_two_step_takes_two_discriminator_steps(images):
     strategy, _ = select_device(TINY)
-    gan = T.make_gan(TINY, strategy)
+    gan = T.make_gan(T.resolved(TINY), strategy)
     gan.set_data(images)
     gan.fit(tf.data.Dataset.from_tensors([0.0]).repeat(), epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)
     assert int(gan.d_optimizer.iterations) == 10 and int(gan.g_optimizer.iterations) == 5
@@ -58,6 +63,7 @@ def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
     again = run(TINY, images, tmp_path, "again")
     pd_equal = ref.history.equals(again.history)
     assert pd_equal, "same params and seed gave different losses"
+    assert ref.state["device"]["deterministic"] is True  # null: on for a CPU
     assert len(ref.history) == 4 and list(ref.history.iteration) == [10, 20, 30, 40]
     assert sorted(p.name for p in (tmp_path / "ref" / "samples").iterdir())[-1] == "iter_000040.png"
 
@@ -73,6 +79,18 @@ def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
     assert list(resumed.history.iteration) == [10, 20, 30, 40]
 
 
+def test_a_resumed_run_takes_back_the_grids_its_outputs_lost(images, tmp_path):
+    import shutil
+
+    with pytest.raises(KeyboardInterrupt):
+        run(TINY, images, tmp_path, "cut", callbacks=(stop_at(25),))
+    shutil.rmtree(tmp_path / "cut" / "samples")  # what DVC does to a stage's outputs before re-running it
+    run(TINY, images, tmp_path, "cut")
+    grids = sorted(p.name for p in (tmp_path / "cut" / "samples").iterdir())
+    assert grids == [f"iter_{i:06d}.png" for i in (10, 20, 30, 40)]
+
+
+@pytest.mark.slow
 def test_two_processes_same_seed_same_weights(tmp_path):
     # Full-size data and default widths: sigmoid_cross_entropy_with_logits' gradient made two
     # processes drift apart within a few hundred iterations here, but never on small sets.
@@ -119,6 +137,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images
     assert state["iteration"] == 20
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np, tensorflow as tf
@@ -149,6 +168,7 @@ def test_batch_larger_than_the_data_is_one_line(images, tmp_path):
         run(dataclasses.replace(TINY, batch_size=128), images, tmp_path, "big")
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path):
     """The real train CLI as two MultiWorkerMirroredStrategy workers configured by TF_CONFIG."""
     import json
@@ -202,19 +222,19 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
 @pytest.mark.parametrize("model, want", [("mlp", (20_000, 1_000, 1_000, 128)), ("mlp_bn", (30_000, 1_000, 1_000, 128)),
                                          ("dcgan", (3_000, 300, 300, 200))])
 def test_null_lengths_resolve_to_the_models_reference(model, want):
-    r = T.resolve(TrainConfig(model=model))
+    r = T.resolved(TrainConfig(model=model))
     assert (r.iterations, r.sample_interval, r.checkpoint_interval, r.batch_size) == want
     assert r.steps_per_execution == (1 if model == "dcgan" else 20)
 
 
 def test_set_lengths_win_and_a_null_checkpoint_lands_on_an_interval_end():
-    r = T.resolve(TrainConfig(model="dcgan", iterations=50, sample_interval=7))
+    r = T.resolved(TrainConfig(model="dcgan", iterations=50, sample_interval=7))
     assert (r.iterations, r.sample_interval, r.checkpoint_interval) == (50, 7, 301)
-    r = T.resolve(TrainConfig(model="mlp", iterations=10, sample_interval=5, checkpoint_interval=5))
+    r = T.resolved(TrainConfig(model="mlp", iterations=10, sample_interval=5, checkpoint_interval=5))
     assert (r.iterations, r.sample_interval, r.checkpoint_interval) == (10, 5, 5)
     # The run length is not part of what makes a checkpoint reusable; the resolved batch size is.
     def fp(**kw):
-        return T.fingerprint(TrainConfig(model="dcgan", **kw), "h")
+        return T.fingerprint(T.resolved(TrainConfig(model="dcgan", **kw)), "h")
 
     assert fp() == fp(iterations=9) == fp(batch_size=200) != fp(batch_size=100)
 
@@ -233,7 +253,7 @@ def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
     DCGAN then learned to fool a D nobody trained, and both losses fell to zero together.
     """
     cfg = dataclasses.replace(TINY, model=model)
-    gan = T.make_gan(cfg, select_device(cfg)[0])
+    gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
     z = tf.random.stateless_normal((16, cfg.z_dim), seed=[1, 2])
     training_mode, inference_mode, has_bn = d_verdicts(gan, z)
     d_stats = weights(gan.discriminator)
@@ -247,7 +267,7 @@ def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
 def test_ema_follows_g_and_resumes_exactly(images, tmp_path):
     cfg = dataclasses.replace(TINY, iterations=20, ema=0.9)
     one_step = dataclasses.replace(cfg, steps_per_execution=1)  # one fit() step is one iteration
-    gan = T.make_gan(one_step, select_device(one_step)[0])
+    gan = T.make_gan(T.resolved(one_step), select_device(one_step)[0])
     gan.set_data(images)
     before = weights(gan.generator_ema)
     assert not changed(before, weights(gan.generator)), "the average must start from G"
@@ -282,7 +302,7 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     """The seeds' D sees G in inference mode (`generator.predict`); a model whose spec says
     `fakes_training` (cdcgan) shows D the training-mode G that G's own step trains."""
     cfg = dataclasses.replace(TINY, model="mlp_bn")
-    gan = T.make_gan(cfg, select_device(cfg)[0])
+    gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
     gan.fakes_training = fakes_training
     gan.set_data(images)
     modes, generate = [], gan.generate
@@ -299,4 +319,23 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
 @pytest.mark.parametrize("model, want", [("dcgan", False), ("cdcgan", True), ("mlp", False)])
 def test_the_spec_sets_which_g_d_sees(model, want):
     cfg = dataclasses.replace(TINY, model=model)
-    assert T.make_gan(cfg, select_device(cfg)[0]).fakes_training is want
+    assert T.make_gan(T.resolved(cfg), select_device(cfg)[0]).fakes_training is want
+
+
+@pytest.mark.parametrize("key, was", [("precision", "mixed_bfloat16"), ("device", "NVIDIA H100")])
+def test_a_checkpoint_trained_in_another_precision_or_device_is_refused_and_kept(key, was, images, tmp_path):
+    import json
+
+    cfg = dataclasses.replace(TINY, iterations=20)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, images, tmp_path, "cut", callbacks=(stop_at(10),))
+    path = tmp_path / "cut" / "ckpt" / "state.json"
+    state = json.loads(path.read_text())
+    now = state["device"][key]
+    state["device"][key] = was  # as if `auto` had resolved otherwise on the machine that wrote it
+    path.write_text(json.dumps(state))
+    with pytest.raises(StageError) as err:
+        run(cfg, images, tmp_path, "cut")
+    assert f"{key} {was}" in str(err.value) and f"resolves to {now}" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert json.loads(path.read_text())["iteration"] == 10 and list((tmp_path / "cut" / "ckpt").glob("*.npz"))

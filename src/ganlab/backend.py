@@ -1,8 +1,9 @@
 """Keras' backend for a stage, from params: it is fixed when Keras is first imported, so it is set here first.
 
-`train.backend: auto` picks the backend that trains the model fastest, from `make bench` side by side
-on one CPU (docs/benchmarks.md): JAX for the MLPs, whose whole step XLA fuses into one program, and
-TensorFlow with oneDNN for the DCGANs, whose convolutions JAX's CPU backend runs several times slower.
+`train.backend: auto` picks the backend that trains the model fastest (`ModelSpec.fastest_backend`,
+from `make bench` side by side on one CPU, docs/benchmarks.md): JAX for the MLPs, whose whole step XLA
+fuses into one program, and TensorFlow with oneDNN for the DCGANs, whose convolutions JAX's CPU backend
+runs several times slower.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import sys
 
 from ganlab.config import TrainConfig
 from ganlab.files import StageError
-
-FASTEST = {"mlp": "jax", "mlp_bn": "jax", "dcgan": "tensorflow", "cdcgan": "tensorflow"}
+from ganlab.specs import SPECS
 
 
 def choose(cfg: TrainConfig) -> str:
@@ -29,7 +29,7 @@ def choose(cfg: TrainConfig) -> str:
                          f"{cfg.mixed_precision} runs on TensorFlow only; unset KERAS_BACKEND or change them")
     if env in ("tensorflow", "jax"):
         return env
-    return "tensorflow" if needs_tf else FASTEST[cfg.model]
+    return "tensorflow" if needs_tf else SPECS[cfg.model].fastest_backend
 
 
 def use(backend: str) -> None:

@@ -41,9 +41,16 @@ class Checkpoints:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def save(self, iteration: int, state: dict) -> None:
+    def save(self, iteration: int, state: dict, grids: Path | None = None) -> None:
+        """Save every variable and `state` at `iteration`, with the sample grids in `grids` so far."""
         if not self.chief:
             return
+        if grids is not None:  # first: a state that names this iteration finds its grids here
+            kept = self.folder / "samples"
+            kept.mkdir(parents=True, exist_ok=True)
+            for grid in grids.glob("iter_*.png"):
+                if not (kept / grid.name).exists():
+                    shutil.copy2(grid, kept / grid.name)
         # Weights first, then the state that points at them: a crash between leaves the old pair.
         name = f"ckpt-{iteration}.npz"
         arrays = {f"{part}/{i}": keras.ops.convert_to_numpy(v.value)
@@ -55,8 +62,12 @@ class Checkpoints:
         for old in sorted(self.folder.glob("ckpt-*.npz"), key=lambda p: int(p.stem[5:]))[:-self.keep]:
             old.unlink()
 
-    def restore(self, fp: str) -> dict | None:
-        """Restore the latest checkpoint if it was made with the same fingerprint; return its state."""
+    def restore(self, fp: str, device: dict | None = None) -> dict | None:
+        """Restore the latest checkpoint if it was made with the same fingerprint; return its state.
+
+        `device` is what this run resolved (`select_device`): a checkpoint of the same params trained in
+        another precision or on another kind of device (`auto` resolves by hardware) is refused and kept.
+        """
         state = self.state()
         written_on = (state or {}).get("device", {}).get("backend", "tensorflow")
         if state and written_on != keras.backend.backend():
@@ -68,6 +79,13 @@ class Checkpoints:
             if state:
                 log.info("checkpoint in %s is for other params; starting fresh", self.folder)
             return None
+        written = state.get("device", {})
+        for key, setting in (("precision", "train.mixed_precision"), ("device", "the device")):
+            was, now = written.get(key), (device or {}).get(key)
+            if was and now and was != now:
+                raise StageError(f"the checkpoint in {self.folder} was trained with {key} {was}, and this run "
+                                 f"resolves to {now}; set {setting} to match to resume it, or delete "
+                                 f"{self.folder} to start over")
         path = self.folder / state["checkpoint"]
         try:
             with np.load(path) as saved:
@@ -86,6 +104,12 @@ class Checkpoints:
                 f"delete {self.folder} to start over, or set train.resume: false"
             ) from None
         return state
+
+    def restore_grids(self, grids: Path, upto: int) -> None:
+        """Put back into `grids` the kept sample grids of iterations up to `upto` (a resumed run's past)."""
+        for grid in sorted((self.folder / "samples").glob("iter_*.png")):
+            if int(grid.stem[5:]) <= upto and not (grids / grid.name).exists():
+                shutil.copy2(grid, grids / grid.name)
 
     def clear(self) -> None:
         if self.chief:

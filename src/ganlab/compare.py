@@ -16,7 +16,7 @@ from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.files import StageError
 from ganlab.plots import plt, save_figure
-from ganlab.report import RUN_COLUMNS
+from ganlab.report import RUN_COLUMNS, runs_table
 
 SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.eval_quality.precision",
          "recall": "metrics.eval_quality.recall", "modes": "metrics.eval_quality.modes_covered",
@@ -24,15 +24,12 @@ SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.ev
 
 
 def runs_frame(experiment: str, max_runs: int = 50) -> pd.DataFrame:
-    """The experiment's finished runs, newest first, with the report's columns."""
+    """The experiment's runs, newest first: the report's runs table (names, key metrics, what differs)."""
     tracking.connect()
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=max_runs, order_by=["start_time DESC"])
     if runs.empty:
         raise StageError(f"no runs in MLflow experiment {experiment!r} yet; run `make run` first")
-    cols = [c for c in RUN_COLUMNS if c in runs.columns]
-    table = runs[["run_id", "status", *cols]].copy()
-    table["run_id"] = table["run_id"].str[:8]
-    return table.rename(columns=RUN_COLUMNS)
+    return runs_table(runs)
 
 
 def main() -> None:
@@ -43,14 +40,15 @@ def main() -> None:
     args = ap.parse_args()
     experiment = args.experiment or load_params().train.experiment
     table = runs_frame(experiment)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.round(4).to_string(index=False))
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.drop(columns="").to_string(index=False))
     chosen = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in SHORT]
     if unknown:
         raise StageError(f"unknown metric {unknown[0]!r} for --metrics; use {', '.join(SHORT)}")
     heads = [RUN_COLUMNS[SHORT[m]] for m in chosen if RUN_COLUMNS[SHORT[m]] in table.columns]
-    labels = table["run_id"] + " " + table.get("model", pd.Series("", index=table.index)).fillna("")
+    # A label tells the runs apart: the experiment's (or run's) name, and the run id where names repeat.
+    labels = table["name"].where(~table["name"].duplicated(keep=False), table["name"] + " " + table["run_id"])
     fig, axes = plt.subplots(1, max(1, len(heads)), figsize=(4 * max(1, len(heads)), 3.2), squeeze=False)
     for ax, head in zip(axes[0], heads):
         ax.barh(labels, table[head].astype(float))

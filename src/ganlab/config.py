@@ -16,12 +16,11 @@ from typing import Any, Literal
 
 import yaml
 
+from ganlab.specs import MODEL_NAMES
+
 
 class ConfigError(ValueError):
     """A `params.yaml` value is wrong; the message says which and how to fix it."""
-
-
-MODELS = ("mlp", "mlp_bn", "dcgan")
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,8 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: Literal["mlp", "mlp_bn", "dcgan", "cdcgan"] = "mlp"
-    # null means the reference value of the chosen model (models.REGISTRY; train.resolve fills it in).
+    model: Literal[MODEL_NAMES] = "mlp"  # the names of ganlab.specs.SPECS
+    # null means the reference value of the chosen model (ganlab.specs.resolve fills it in).
     iterations: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -76,6 +75,9 @@ class TrainConfig:
     # jax: its own compiled loop, one device; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.backend.choose), or KERAS_BACKEND when the environment sets it.
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
+    # Same seed, same weights: TensorFlow's deterministic kernels. null = on for a CPU (where they cost
+    # little for these networks), off on a GPU (where they cost speed). XLA on a CPU is deterministic.
+    deterministic: bool | None = None
 
     def validate(self) -> None:
         for key in ("iterations", "sample_interval", "checkpoint_interval"):

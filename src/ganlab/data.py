@@ -70,7 +70,8 @@ SOURCE_ORDER = ("cache", "download", "package")
 # Beside the arrays: their hash and counts, for the stages that read them.
 DATA_INFO = "data.json"
 # The cheapest repair of a damaged prepared array: DVC's cache holds the good copy.
-REPAIR = "restore it with `dvc checkout data/prepared` (or `dvc repro -f prepare` if that finds no copy)"
+# `--force`: DVC will not overwrite a file that differs from its record without it.
+REPAIR = "restore it with `dvc checkout --force data/prepared` (or `dvc repro -f prepare` if that finds no copy)"
 
 
 class SourceError(Exception):

@@ -17,10 +17,10 @@ from typing import Any
 
 import keras
 
-from ganlab import models
 from ganlab.config import TrainConfig
 from ganlab.files import StageError
 from ganlab.hardware import cpu_info, onednn_state
+from ganlab.specs import SPECS
 
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -35,7 +35,7 @@ def choose_precision(cfg: TrainConfig, gpu_capabilities: list[tuple[int, int]], 
         if backend == "jax":
             return "mixed_bfloat16" if all(cc >= (8, 0) for cc in gpu_capabilities) else "float32"
         return "mixed_float16" if all(cc >= (7, 0) for cc in gpu_capabilities) else "float32"
-    if cpu["bf16_flags"] and models.REGISTRY[cfg.model].cpu_bf16:
+    if cpu["bf16_flags"] and SPECS[cfg.model].cpu_bf16:
         return "mixed_bfloat16"
     return "float32"
 

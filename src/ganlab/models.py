@@ -2,13 +2,13 @@
 
 Discriminators end in a single float32 logit (D(x) = sigmoid(logit)); the
 seeds' final sigmoid moves into the loss, which is the numerically stable
-form of the same model. Adding an architecture is one `ModelSpec` entry.
+form of the same model. Adding an architecture is one builder pair here and one `ModelSpec` entry in
+`ganlab.specs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -159,51 +159,12 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
     return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """An architecture and the reference hyper-parameters that come with it in the seeds."""
-
-    generator: Callable[..., keras.Model]
-    discriminator: Callable[..., keras.Model]
-    batch_size: int
-    learning_rate: float
-    beta_1: float
-    iterations: int
-    sample_interval: int
-    checkpoint_interval: int
-    # Whether `mixed_precision: auto` picks bfloat16 on a CPU with native bf16 (measured, see README).
-    cpu_bf16: bool = False
-    # Steps per compiled call: 20 cuts the MLPs' Python overhead (1.2x); a DCGAN step takes seconds
-    # on a CPU, and a signal is handled between calls, so one step per call keeps Ctrl-C prompt.
-    steps_per_execution: int = 20
-    # G and D also take the digit (`cdcgan`): batches carry real labels, fakes draw theirs.
-    conditional: bool = False
-    # D's fakes from G in training mode (BatchNorm on batch statistics), the G that G's step trains.
-    # The seeds use inference mode (`generator.predict`); see the cdcgan entry for why it differs.
-    fakes_training: bool = False
-
-
-# Reference values from ../shared/seeds: the book (Adam() defaults, 20,000 iterations sampled every
-# 1,000), Keras-GAN (Adam(2e-4, 0.5); its script trains 30,000 iterations; it samples every 200, here
-# every 1,000 as the book does, 30 grids rather than 150),
-# the DCGAN blog (Adam() defaults, batch 200, 10 "epochs" of 300 iterations).
-REGISTRY: dict[str, ModelSpec] = {
-    "mlp": ModelSpec(mlp_generator, mlp_discriminator, batch_size=128, learning_rate=1e-3, beta_1=0.9,
-                     iterations=20_000, sample_interval=1_000, checkpoint_interval=1_000),
-    "mlp_bn": ModelSpec(mlp_bn_generator, mlp_bn_discriminator, batch_size=128, learning_rate=2e-4, beta_1=0.5,
-                        iterations=30_000, sample_interval=1_000, checkpoint_interval=1_000),
-    # bfloat16 ran the blog's DCGAN step 2.4x faster on an AMX-BF16 Xeon (1.10 -> 2.63 it/s); mlp gained nothing.
-    "dcgan": ModelSpec(dcgan_generator, dcgan_discriminator, batch_size=200, learning_rate=1e-3, beta_1=0.9,
-                       iterations=3_000, sample_interval=300, checkpoint_interval=300, cpu_bf16=True,
-                       steps_per_execution=1),
-    # Not in the seeds: the blog's DCGAN conditioned on the digit, at the blog's batch and length. At the
-    # blog's Adam(1e-3, 0.9) its D won by iteration 300 and G collapsed (label agreement 8.6% at 600, see
-    # README), so it takes the DCGAN paper's Adam(2e-4, 0.5) as Keras-GAN does, and shows D the
-    # training-mode G that G's step trains: in inference mode G's early moving statistics give D fakes
-    # unlike those G optimises, and both losses fell to ~0 at once (a game of two different Gs).
-    "cdcgan": ModelSpec(cdcgan_generator, cdcgan_discriminator, batch_size=200, learning_rate=2e-4, beta_1=0.5,
-                        iterations=3_000, sample_interval=300, checkpoint_interval=300, cpu_bf16=True,
-                        steps_per_execution=1, conditional=True, fakes_training=True),
+# One builder pair per name of `ganlab.specs.SPECS` (tests/test_models.py holds the two lists equal).
+BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]]] = {
+    "mlp": (mlp_generator, mlp_discriminator),
+    "mlp_bn": (mlp_bn_generator, mlp_bn_discriminator),
+    "dcgan": (dcgan_generator, dcgan_discriminator),
+    "cdcgan": (cdcgan_generator, cdcgan_discriminator),
 }
 
 
@@ -225,7 +186,9 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
     return generator.predict({"z": z, "digit": digits}, batch_size=batch_size, verbose=0)
 
 
-def build(name: str, z_dim: int, width: float = 1.0) -> tuple[keras.Model, keras.Model]:
-    """Return (generator, discriminator) for architecture `name`."""
-    spec = REGISTRY[name]
-    return spec.generator(z_dim, width), spec.discriminator(width)
+def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True) -> tuple[keras.Model, keras.Model]:
+    """Return (generator, discriminator) for architecture `name`; `fused=False` gives the DCGAN's G the
+    blog's UpSampling2D + Conv2D layers instead of `UpConv2D` (the same function), for the benchmark."""
+    make_g, make_d = BUILDERS[name]
+    g = make_g(z_dim, width, fused=False) if name == "dcgan" and not fused else make_g(z_dim, width)
+    return g, make_d(width)

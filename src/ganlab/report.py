@@ -36,12 +36,29 @@ class Section:
     blocks: list = field(default_factory=list)  # ("p", text) | ("table", DataFrame) | ("img", path, caption)
 
 
-def runs_table(runs: pd.DataFrame, current: str) -> pd.DataFrame:
-    """Earlier runs with key params and metrics; best FD marked with ★ and this run with ←."""
+def run_names(runs: pd.DataFrame) -> pd.Series:
+    """What tells runs apart: the DVC experiment's name, else the MLflow run name."""
+    name = runs.get("tags.mlflow.runName", pd.Series("", index=runs.index)).fillna("")
+    if "tags.dvc_experiment" in runs.columns:
+        name = runs["tags.dvc_experiment"].where(runs["tags.dvc_experiment"].notna(), name)
+    return name
+
+
+def differing_params(runs: pd.DataFrame) -> list[str]:
+    """The `params.train.*` columns whose values differ between the runs (what the runs changed)."""
+    cols = [c for c in runs.columns if c.startswith("params.train.") and c not in RUN_COLUMNS
+            and ".resolved." not in c]
+    return [c for c in cols if runs[c].fillna("").nunique() > 1]
+
+
+def runs_table(runs: pd.DataFrame, current: str | None = None) -> pd.DataFrame:
+    """Runs with their name, key params and metrics, and the params that differ between them; best FD
+    marked with ★ and the `current` run with ←."""
     if runs.empty:
         return pd.DataFrame()
-    cols = [c for c in RUN_COLUMNS if c in runs.columns]
+    cols = [c for c in RUN_COLUMNS if c in runs.columns] + differing_params(runs)
     table = runs[["run_id", "start_time", *cols]].copy()
+    table.insert(1, "name", run_names(runs))
     table["run_id"] = table["run_id"].str[:8]
     table["start_time"] = pd.to_datetime(table["start_time"]).dt.strftime("%Y-%m-%d %H:%M")
     mark = pd.Series("", index=runs.index)
@@ -49,7 +66,8 @@ def runs_table(runs: pd.DataFrame, current: str) -> pd.DataFrame:
         mark[runs[BEST_BY].idxmin()] = "★ best"
     mark[runs["run_id"] == current] = mark[runs["run_id"] == current] + " ← this run"
     table.insert(0, "", mark.str.strip())
-    return table.rename(columns=RUN_COLUMNS).round(4)
+    table = table.rename(columns=RUN_COLUMNS).round(4)
+    return table.rename(columns=lambda c: c.removeprefix("params.train."))
 
 
 def progression(grids: list[Path], dest: Path, max_panels: int = 10) -> Path | None:
@@ -142,7 +160,8 @@ def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: s
     lines = [
         f"MLflow run `{run_id}`: {link}",
         f"git commit `{tags.get('git_commit', 'unknown')[:12]}`"
-        + (" (uncommitted changes)" if tags.get("git_dirty") == "true" else ""),
+        + (f" (uncommitted changes: {tags.get('git_changed', 'unlisted')})" if tags.get("git_dirty") == "true"
+           else ""),
         f"data: MNIST from `{m_prep['source']}`, hash `{m_prep['data_hash']}`, "
         f"{m_prep['counts']['train']:,} train / {m_prep['counts']['test']:,} test images",
         f"model `{tcfg.model}`, {m_train['iterations']:,} iterations, D schedule `{tcfg.d_schedule}`, "

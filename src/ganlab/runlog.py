@@ -12,14 +12,12 @@ Run: python -m ganlab.runlog resend [mlflow-pending/*.json]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,43 +34,6 @@ log = logging.getLogger(__name__)
 PENDING_DIR = "mlflow-pending"
 # A live stage should notice an outage in seconds, not after the client's 7 retries with back-off.
 LIVE_RETRIES = "2"
-
-
-def check_server(uri: str) -> None:
-    """Fail fast, before any training, when the tracking store cannot be reached."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
-    try:
-        with _creation_lock(uri):
-            MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # the client raises many types for a down server
-        raise StageError(
-            f"MLflow tracking store {tracking.redact(uri)} is unreachable ({type(exc).__name__}); "
-            "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
-        ) from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _creation_lock(uri: str) -> Iterator[None]:
-    """Serialise the first use of a SQLite store: parallel queued experiments that both find no
-    mlflow.db race to create its tables, and the loser fails with "table already exists"."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    folder = Path(uri.removeprefix("sqlite:///")).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)  # lock the folder: no lock file left behind
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -109,7 +70,8 @@ def execute(run_id: str, op: dict, model: Any = None) -> Any:
         from ganlab import registry
 
         # the logged model's own URI (models:/m-...): MLflow 3 keeps models outside the run's artifacts
-        return registry.register_and_crown(op["model_uri"], op["name"], op["frechet_distance"])
+        return registry.register_and_crown(op["model_uri"], op["name"], op["frechet_distance"],
+                                           op.get("measure", ""))
     elif kind == "status":
         client.set_terminated(run_id, op["status"])
     else:
@@ -140,9 +102,24 @@ def _log_keyed_image(client: MlflowClient, run_id: str, op: dict, stamp: int) ->
     client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
 
 
+def logged_model(run_id: str, name: str) -> Any:
+    """The run's finished logged model called `name` (`.model_uri` leads to it), or None."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    models = mlflow.search_logged_models(
+        experiment_ids=[MlflowClient().get_run(run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", output_format="list")
+    return next((m for m in models if m.status == LoggedModelStatus.READY), None)
+
+
 def _log_model(run_id: str, op: dict, model: Any) -> Any:
     import mlflow.keras
     from mlflow.models import infer_signature
+
+    # A replay after a reply that got lost: the model is there already, and is not logged twice.
+    if (done := logged_model(run_id, op["name"])) is not None:
+        return done
 
     from ganlab.models import is_conditional
     from ganlab.saving import load_model
@@ -197,7 +174,7 @@ class RunLog:
     def start(cls, experiment: str, run_id: str | None, run_name: str, tags: dict[str, str]) -> RunLog:
         """Open (or re-open, on resume) the run; StageError if the store is down at the start."""
         uri = tracking.tracking_uri()
-        check_server(uri)
+        tracking.check_server(uri)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", LIVE_RETRIES)
         exp_id = tracking.setup(experiment)
         client = MlflowClient()
@@ -260,9 +237,9 @@ class RunLog:
                             "service": True, "backend": backend})
         return info.model_uri if info else None
 
-    def register(self, model_uri: str, name: str, frechet_distance: float) -> dict | None:
+    def register(self, model_uri: str, name: str, frechet_distance: float, measure: str = "") -> dict | None:
         return self.submit({"op": "register", "model_uri": model_uri, "name": name,
-                            "frechet_distance": frechet_distance})
+                            "frechet_distance": frechet_distance, "measure": measure})
 
     def end(self, status: str = "FINISHED") -> None:
         self.submit({"op": "status", "status": status})
@@ -380,7 +357,7 @@ def main() -> None:
 
     def go() -> None:
         files = args.files or sorted((tracking.project_root() / PENDING_DIR).glob("*.json"))
-        check_server(tracking.tracking_uri())
+        tracking.check_server(tracking.tracking_uri())
         left = {f: resend(f) for f in files}
         sent = sum(1 for n in left.values() if n == 0)
         print(f"resend: {sent} of {len(files)} queued files sent to {tracking.redact(tracking.tracking_uri())}")

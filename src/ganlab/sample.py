@@ -1,8 +1,9 @@
 """Draw digits from any logged or registered generator into one PNG grid.
 
-Run: python -m ganlab.sample --model models:/ganlab-generator@champion --n 64 --out grid.png
+Run: python -m ganlab.sample --n 64 --out grid.png   (the registered champion)
+     python -m ganlab.sample --model models:/ganlab-generator@champion --n 64 --out grid.png
      (also runs:/<run_id>/generator, or a local outputs/train/generator.keras)
-     python -m ganlab.sample --model models:/ganlab-generator-conditional@champion --digit 7 --n 64
+     python -m ganlab.sample --digit 7 --n 64   (the conditional champion)
 """
 
 from __future__ import annotations
@@ -40,9 +41,27 @@ def load(uri: str):
                          "check the name, alias or run id in the MLflow UI (`make ui`)") from None
 
 
+def takes_digit(uri: str) -> bool | None:
+    """Whether the logged model at `uri` takes a digit, from its signature (without loading it); None if
+    that cannot be told (a local file, a model logged without a signature)."""
+    if Path(uri).suffix == ".keras":
+        return None
+    import mlflow
+
+    from ganlab import tracking
+
+    tracking.connect()
+    try:
+        signature = mlflow.models.get_model_info(uri).signature
+    except Exception:  # an unknown URI: load() says so in one line
+        return None
+    return None if signature is None else "digit" in signature.inputs.input_names()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/RUN/generator or a .keras file")
+    ap.add_argument("--model", help="models:/NAME@ALIAS, runs:/RUN/generator or a .keras file (default: the "
+                                    "registered champion; with --digit, the conditional one)")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("samples.png"))
@@ -54,6 +73,15 @@ def main() -> None:
         raise StageError(f"--n {args.n} is out of range; use 1..1024")
     if args.digit is not None and args.digit != "all" and args.digit not in list("0123456789"):
         raise StageError(f"--digit {args.digit} is not a digit; use 0..9 or all")
+    if args.model is None:
+        from ganlab import registry
+        from ganlab.config import load_params
+
+        base = load_params().report.registered_model if Path("params.yaml").exists() else "ganlab-generator"
+        args.model = registry.champion_uri(base, conditional=args.digit is not None)
+    if args.digit is not None and takes_digit(args.model) is False:
+        raise StageError(f"{args.model} is not conditional: it cannot be asked for a digit; drop --digit "
+                         "or use a cdcgan generator")
     from ganlab.models import draw, is_conditional
     from ganlab.plots import save_grid
 

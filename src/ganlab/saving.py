@@ -31,8 +31,12 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except FileNotFoundError:
-        raise StageError(f"{path} is missing; restore it with `dvc checkout {path.parent}` "
-                         "or re-run `dvc repro`") from None
+        raise StageError(f"{path} is missing; {repair(path.parent)}") from None
     except Exception as exc:  # Keras raises many types for a damaged zip/h5
-        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); "
-                         f"restore it with `dvc checkout {path.parent}` or re-run `dvc repro`") from None
+        raise StageError(f"{path} cannot be loaded ({type(exc).__name__}); {repair(path.parent)}") from None
+
+
+def repair(folder: Path) -> str:
+    """The cheapest repair of a damaged DVC output: DVC's cache holds the good copy. `--force`, since DVC
+    will not overwrite a file that differs from its record without it."""
+    return f"restore it with `dvc checkout --force {folder}` or re-run `dvc repro`"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from ganlab.files import StageError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,65 @@ def setup(experiment: str) -> str:
     return mlflow.set_experiment(experiment).experiment_id
 
 
+def check_server(uri: str) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        with _creation_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # the client raises many types for a down server
+        raise StageError(
+            f"MLflow tracking store {redact(uri)} is unreachable ({type(exc).__name__}); "
+            "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: parallel queued experiments that both find no
+    mlflow.db race to create its tables, and the loser fails with "table already exists"."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)  # lock the folder: no lock file left behind
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_store(experiment: str) -> None:
+    """The checks `validate` makes before any stage deletes its outputs: the store answers, and a project
+    store's experiment keeps its artifacts in this project, not in the folder it was copied from."""
+    uri = tracking_uri()
+    check_server(uri)
+    if not uri.startswith("sqlite:///") or not Path(uri.removeprefix("sqlite:///")).exists():
+        return
+    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    location = found.artifact_location if found else ""
+    if location.startswith("file://"):
+        here = project_root().resolve()
+        folder = Path(location.removeprefix("file://"))
+        if here not in (folder, *folder.parents):
+            raise StageError(
+                f"{uri.removeprefix('sqlite:///')} was copied from another folder: experiment {experiment!r} "
+                f"stores its artifacts in {folder.parent}; move mlflow.db and mlruns/ aside to start a store "
+                f"of this folder's own, or set train.experiment to a new name")
+
+
+PIPELINE_WRITES = ("dvc.lock", "metrics", "plots")
+
+
 def git_info() -> dict[str, str]:
     """The commit and whether the working tree has changes, for run tags."""
     def git(*args: str) -> str:
@@ -75,8 +139,13 @@ def git_info() -> dict[str, str]:
         except (OSError, subprocess.CalledProcessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    # What the pipeline itself writes (DVC's lock, the stages' metrics and plots) is not a change of the code.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in PIPELINE_WRITES))
+    changed = [line[3:] for line in dirty.splitlines()]
+    info = {"git_commit": commit, "git_dirty": str(bool(changed)).lower()}
+    if changed:
+        info["git_changed"] = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return info
 
 
 def dvc_experiment() -> dict[str, str]:
@@ -89,9 +158,31 @@ def dvc_experiment() -> dict[str, str]:
 UI = "http://127.0.0.1:5000"  # where `make ui` serves
 
 
-def ui_link(experiment_id: str) -> str:
-    """The MLflow UI page of an experiment's training runs (not the GenAI views it opens on by default)."""
-    return f"{UI}/#/experiments/{experiment_id}?workflowType=machine_learning" if experiment_id else UI
+def ui_base() -> str:
+    """Where the MLflow UI is: the tracking server itself (its address without credentials), or `make ui`."""
+    from urllib.parse import urlsplit
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}{parts.path.rstrip('/')}"
+    return UI
+
+
+def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment's training runs (not the GenAI views it opens on by default),
+    or of one run."""
+    if not experiment_id:
+        return ui_base()
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"{ui_base()}/#/experiments/{experiment_id}{run}?workflowType=machine_learning"
+
+
+def ui_advice(experiment_id: str) -> str:
+    """How to open the experiment's runs: straight from the tracking server, or after `make ui`."""
+    link = ui_link(experiment_id)
+    return f"open {link}" if ui_base() != UI else f"run `make ui`, then open {link}"
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -115,7 +206,7 @@ def main() -> None:
     except (OSError, ValueError):
         exp = ""
     print(f"report: {root / 'reports/report.html'}")
-    print(f"  MLflow: run `make ui`, then open {ui_link(exp)}")
+    print(f"  MLflow: {ui_advice(exp)}")
 
 
 if __name__ == "__main__":

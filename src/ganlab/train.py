@@ -35,6 +35,7 @@ from ganlab.devices import select_device
 from ganlab.files import StageError
 from ganlab.gan import GAN, HISTORY_METRICS
 from ganlab.plots import save_grid
+from ganlab.specs import SPECS, resolve
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +47,16 @@ class Diverged(StageError):
     """A loss became NaN or infinite."""
 
 
-RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
-            "steps_per_execution", "backend")
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with every `null` replaced by the model's reference value from the seeds, and
-    `backend: auto` by the backend Keras runs on (the train stage chose it with `backend.choose`).
-
-    A null checkpoint_interval is the reference rounded up to a multiple of the sample interval,
-    since checkpoints are taken at the end of an interval.
-    """
-    spec = models.REGISTRY[cfg.model]
-    sample = cfg.sample_interval or spec.sample_interval
-    checkpoint = cfg.checkpoint_interval or -(-spec.checkpoint_interval // sample) * sample
-    return dataclasses.replace(
-        cfg,
-        iterations=cfg.iterations or spec.iterations,
-        batch_size=cfg.batch_size or spec.batch_size,
-        learning_rate=cfg.learning_rate or spec.learning_rate,
-        beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
-        sample_interval=sample,
-        checkpoint_interval=checkpoint,
-        steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,
-        backend=keras.backend.backend() if cfg.backend == "auto" else cfg.backend,
-    )
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` resolved (`ganlab.specs.resolve`) for the backend Keras runs on: what `make_gan`,
+    `fingerprint` and the loop take."""
+    return resolve(cfg, keras.backend.backend())
 
 
 def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
-    """What makes a checkpoint reusable: everything that changes the weights, but the run length."""
-    keep = dataclasses.asdict(resolve(cfg))
+    """What makes a checkpoint reusable: everything in the resolved `cfg` that changes the weights, but the
+    run length. (The precision and device that `auto` resolved to are checked against the checkpoint's.)"""
+    keep = dataclasses.asdict(cfg)
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution"):
         keep.pop(key)
@@ -92,20 +73,20 @@ def weights_digest(gan: GAN) -> str:
     return h.hexdigest()[:16]
 
 
-def make_gan(cfg: TrainConfig, strategy) -> GAN:
-    """Build and compile the GAN for `cfg` under `strategy` (weights seeded by cfg.seed), with the step
-    of the backend Keras runs on (`ganlab.step_tensorflow` or `ganlab.step_jax`)."""
+def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
+    """Build and compile the GAN for the resolved `cfg` under `strategy` (weights seeded by cfg.seed), with
+    the step of the backend Keras runs on (`ganlab.step_tensorflow` or `ganlab.step_jax`). `fused=False`:
+    the DCGAN's G with the blog's UpSampling2D + Conv2D layers (the benchmark's comparison)."""
     keras.utils.set_random_seed(cfg.seed)
-    cfg = resolve(cfg)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise StageError(
             f"train.batch_size {cfg.batch_size} does not split over {strategy.num_replicas_in_sync} devices; "
             "use a multiple of the device count"
         )
     with strategy.scope():
-        g, d = models.build(cfg.model, cfg.z_dim, cfg.width)
+        g, d = models.build(cfg.model, cfg.z_dim, cfg.width, fused)
         step = importlib.import_module(f"ganlab.step_{keras.backend.backend()}")
-        spec = models.REGISTRY[cfg.model]
+        spec = SPECS[cfg.model]
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training)
         if cfg.ema is not None:
@@ -172,7 +153,7 @@ class IntervalCallback(keras.callbacks.Callback):
         # Training time across every resumed segment, so iterations/s stays honest after a resume.
         self.state["train_seconds"] = self.prior_seconds + time.perf_counter() - self.t0
         self.state["history"] = self.history
-        self.checkpoints.save(it, self.state)
+        self.checkpoints.save(it, self.state, self.samples_dir)
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -230,22 +211,23 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     `callbacks` are Keras callbacks, some with the run hooks the module docstring names (the MLflow
     run is one). A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
     """
-    cfg = resolve(cfg)
+    cfg = resolved(cfg)
     if keras.backend.backend() != cfg.backend:
         raise StageError(f"train.backend is {cfg.backend} but Keras runs on {keras.backend.backend()}; "
                          f"run with KERAS_BACKEND={cfg.backend} (the train stage sets it from params)")
-    if cfg.backend == "tensorflow":
-        import tensorflow as tf
-
-        # Same params and seed, same losses: costs little for these small networks on CPU. (XLA on
-        # JAX's CPU is deterministic as it is.)
-        tf.config.experimental.enable_op_determinism()
-    if models.REGISTRY[cfg.model].conditional and (labels is None or len(labels) != len(images)):
+    if SPECS[cfg.model].conditional and (labels is None or len(labels) != len(images)):
         raise StageError(f"train.model {cfg.model} is conditional: it needs a digit label for every image")
     if cfg.batch_size > len(images):
         raise StageError(f"train.batch_size {cfg.batch_size} is larger than the {len(images)} training "
                          "images; lower train.batch_size")
     strategy, device = select_device(cfg)
+    # Same params and seed, same losses: costs little for these small networks on a CPU, and speed on
+    # a GPU, so null means on for a CPU only. (XLA on a CPU is deterministic as it is.)
+    device["deterministic"] = cfg.deterministic if cfg.deterministic is not None else device["device"] == "cpu"
+    if cfg.backend == "tensorflow" and device["deterministic"]:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
              device["precision"], cfg.jit_compile)
     gan = make_gan(cfg, strategy)
@@ -265,7 +247,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
 def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
            data: tuple[np.ndarray, np.ndarray | None], samples_dir: Path, checkpoints: Checkpoints,
            callbacks: tuple[keras.callbacks.Callback, ...]) -> TrainResult:
-    state = checkpoints.restore(fp) if cfg.resume else None
+    state = checkpoints.restore(fp, device) if cfg.resume else None
     if state is None:
         checkpoints.clear()
         if samples_dir.exists():
@@ -281,6 +263,8 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         if hasattr(cb, "on_run_start"):
             state = cb.on_run_start(state)
     samples_dir.mkdir(parents=True, exist_ok=True)
+    # DVC deletes the outputs, grids included, before it re-runs the stage that resumes: take them back.
+    checkpoints.restore_grids(samples_dir, start)
 
     with strategy.scope():
         gan.set_data(*data)

@@ -23,7 +23,7 @@ TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, ba
 
 
 def make(cfg):
-    return T.make_gan(cfg, select_device(cfg)[0])
+    return T.make_gan(T.resolved(cfg), select_device(cfg)[0])
 
 
 def run(cfg, images, tmp_path, name, **kw):

@@ -1,0 +1,95 @@
+"""Each architecture's reference settings, from its source, and `resolve`: the one place a `null` is filled.
+
+Imports no Keras, so the `validate` stage and the backend choice can read it before Keras loads.
+The networks themselves are built in `ganlab.models`, one builder pair per name here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ganlab.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The reference hyper-parameters of an architecture, and how this project runs it fastest."""
+
+    batch_size: int
+    learning_rate: float
+    beta_1: float
+    iterations: int
+    sample_interval: int
+    checkpoint_interval: int
+    # Whether `mixed_precision: auto` picks bfloat16 on a CPU with native bf16 (docs/design.md, precision).
+    cpu_bf16: bool = False
+    # Steps per compiled call: 20 cuts the MLPs' Python overhead (1.2x); a DCGAN step takes seconds
+    # on a CPU, and a signal is handled between calls, so one step per call keeps Ctrl-C prompt.
+    steps_per_execution: int = 20
+    # G and D also take the digit (`cdcgan`): batches carry real labels, fakes draw theirs.
+    conditional: bool = False
+    # D's fakes from G in training mode (BatchNorm on batch statistics), the G that G's step trains.
+    # The sources use inference mode (`generator.predict`); see the cdcgan entry for why it differs.
+    fakes_training: bool = False
+    # `train.backend: auto` on a CPU (make bench, docs/benchmarks.md): XLA fuses the MLPs' whole step;
+    # JAX's CPU convolutions are several times slower than TensorFlow's oneDNN ones.
+    fastest_backend: str = "tensorflow"
+
+
+# The book (Adam() defaults, 20,000 iterations sampled every 1,000), Keras-GAN (Adam(2e-4, 0.5); its
+# script trains 30,000 iterations and samples every 200, here every 1,000 as the book does), the DCGAN
+# blog (Adam() defaults, batch 200, 10 "epochs" of 300 iterations). README.md names and links them.
+SPECS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(batch_size=128, learning_rate=1e-3, beta_1=0.9, iterations=20_000, sample_interval=1_000,
+                     checkpoint_interval=1_000, fastest_backend="jax"),
+    "mlp_bn": ModelSpec(batch_size=128, learning_rate=2e-4, beta_1=0.5, iterations=30_000, sample_interval=1_000,
+                        checkpoint_interval=1_000, fastest_backend="jax"),
+    # bfloat16 ran the blog's DCGAN step 2.4x faster on an AMX-BF16 Xeon (1.10 -> 2.63 it/s); mlp gained nothing.
+    "dcgan": ModelSpec(batch_size=200, learning_rate=1e-3, beta_1=0.9, iterations=3_000, sample_interval=300,
+                       checkpoint_interval=300, cpu_bf16=True, steps_per_execution=1),
+    # Not in the sources: the blog's DCGAN conditioned on the digit, at the blog's batch and length. At the
+    # blog's Adam(1e-3, 0.9) its D won by iteration 300 and G collapsed (label agreement 8.6% at 600,
+    # docs/results.md), so it takes the DCGAN paper's Adam(2e-4, 0.5) as Keras-GAN does, and shows D the
+    # training-mode G that G's step trains: in inference mode G's early moving statistics give D fakes
+    # unlike those G optimises, and both losses fell to ~0 at once (a game of two different Gs).
+    "cdcgan": ModelSpec(batch_size=200, learning_rate=2e-4, beta_1=0.5, iterations=3_000, sample_interval=300,
+                        checkpoint_interval=300, cpu_bf16=True, steps_per_execution=1, conditional=True,
+                        fakes_training=True),
+}
+MODEL_NAMES = tuple(SPECS)
+
+# The train settings whose `null` (or `auto`) `resolve` fills in; logged as `train.resolved.*`.
+RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
+            "steps_per_execution", "backend")
+
+
+def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
+    """`cfg` with every `null` replaced by the model's reference value, and `backend: auto` by `backend`
+    (the one Keras runs on; left `auto` when not given). Resolving a resolved config changes nothing.
+
+    A null checkpoint_interval is the reference rounded up to a multiple of the sample interval, since
+    checkpoints are taken at the end of an interval; a set one that is not a multiple is refused.
+    """
+    from ganlab.config import ConfigError
+
+    spec = SPECS[cfg.model]
+    sample = cfg.sample_interval or spec.sample_interval
+    if cfg.checkpoint_interval and cfg.checkpoint_interval % sample:
+        raise ConfigError(f"params.yaml: train.checkpoint_interval = {cfg.checkpoint_interval} is not allowed; "
+                          f"use null or a multiple of the sample interval ({sample}: checkpoints are taken at "
+                          "the end of an interval)")
+    checkpoint = cfg.checkpoint_interval or -(-spec.checkpoint_interval // sample) * sample
+    return dataclasses.replace(
+        cfg,
+        iterations=cfg.iterations or spec.iterations,
+        batch_size=cfg.batch_size or spec.batch_size,
+        learning_rate=cfg.learning_rate or spec.learning_rate,
+        beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
+        sample_interval=sample,
+        checkpoint_interval=checkpoint,
+        steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,
+        backend=backend if cfg.backend == "auto" and backend else cfg.backend,
+    )
