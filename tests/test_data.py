@@ -214,3 +214,32 @@ def test_disk_full_part_way_leaves_nothing_half_written(fake_mnist, http_dir, tm
     assert not manifest.exists()
     with pytest.raises(StageError, match="missing"):
         data.load_split(out, "test")
+
+
+def test_a_mirror_that_never_answers_costs_one_timeout_then_the_next_source(fake_mnist, http_dir, tmp_path,
+                                                                            monkeypatch):
+    import socket
+    import urllib.request
+
+    _, payloads = fake_mnist
+    root, url, _ = http_dir
+    serve_idx(root, payloads)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts connections; nobody ever answers
+    silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+    calls = []
+    real_urlopen = urllib.request.urlopen
+
+    def counting(target, *a, **kw):
+        calls.append(target)
+        return real_urlopen(target, *a, **kw)
+
+    monkeypatch.setattr(urllib.request, "urlopen", counting)
+    cfg = dataclasses.replace(NO_NET, source="download", mirrors=(silent_url, url), timeout_s=0.5, retries=3)
+    try:
+        source, got = data.acquire(cfg, tmp_path / "raw")
+    finally:
+        silent.close()
+    assert source == "download" and got == payloads
+    assert sum(c.startswith(silent_url) for c in calls) == 1, calls  # not one wait per retry

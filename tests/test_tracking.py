@@ -192,3 +192,21 @@ def test_a_store_copied_from_another_folder_is_refused_before_anything_runs(tmp_
     assert "copied from another folder" in str(err.value) and str(original) in str(err.value)
     assert "\n" not in str(err.value)
     tracking.check_store("another-name")  # a new experiment gets this folder's own location
+
+
+def test_a_resumed_run_takes_the_name_and_experiment_of_the_attempt_that_finishes(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ganlab.runlog import TrainTracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    device = {"device": "cpu", "precision": "float32"}
+    first = TrainTracking("t", "exp-a (mlp)", {"train.seed": "1"}, {"dvc_experiment": "exp-a"}, tmp_path / "a.json")
+    state = first.on_run_start({"device": device})
+    first.stopped(KeyboardInterrupt())
+    again = TrainTracking("t", "exp-b (mlp)", {"train.seed": "1"}, {"dvc_experiment": "exp-b"}, tmp_path / "b.json")
+    again.on_run_start({**state, "resumed_at": [20]})
+    assert again.run.run_id == first.run.run_id  # the same run goes on
+    tags = MlflowClient().get_run(first.run.run_id).data.tags
+    assert tags["mlflow.runName"] == "exp-b (mlp)" and tags["dvc_experiment"] == "exp-b"
+    assert tags["resumed"] == "true" and tags["resumed_at"] == "20"

@@ -145,6 +145,8 @@ def http_get(url: str, timeout: float, retries: int) -> bytes:
                 break  # a missing file will not appear on retry
         except (urllib.error.URLError, http.client.HTTPException, OSError, SourceError) as exc:
             last = f"{url}: {getattr(exc, 'reason', exc)}"
+            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                break  # a server that took the connection and went silent stays silent: one wait, not one a try
         if attempt < retries:
             time.sleep(0.5)
     raise SourceError(last)

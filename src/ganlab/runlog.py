@@ -288,7 +288,10 @@ class TrainTracking(keras.callbacks.Callback):
         if not same:
             self.run.log_params(self.params)
         if state.get("resumed_at"):
-            self.run.set_tags({"resumed": "true", "resumed_at": ",".join(map(str, state["resumed_at"]))})
+            # The run goes on under this attempt's name and tags (its DVC experiment, device, commit),
+            # not those of the attempt that was stopped.
+            self.run.set_tags({**tags, "mlflow.runName": self.run_name, "resumed": "true",
+                               "resumed_at": ",".join(map(str, state["resumed_at"]))})
         write_run_info(self.info_file, self.run.run_id)
         return {**state, "mlflow_run_id": self.run.run_id, "logged_params": self.params}
 

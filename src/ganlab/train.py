@@ -269,6 +269,10 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     with strategy.scope():
         gan.set_data(*data)
     fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid_size**2, cfg.z_dim)).astype(np.float32)
+    grid = samples_dir / f"iter_{start:06d}.png"
+    if start and start % cfg.sample_interval == 0 and not grid.exists():
+        # Stopped right at an interval's end, before its grid was drawn: G is as it was then.
+        save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state,
                                    [cb for cb in callbacks if hasattr(cb, "on_interval")])
     bar = ProgressBar(cfg.iterations, start)
