@@ -99,10 +99,11 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 	$(MAKE) --no-print-directory exps ARGS="--sort-by quality.frechet_distance --sort-order asc"
 	$(PY) -m ganlab.compare --out compare.png
 
-# `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the params that differ and
-# the key metrics, in 120 columns. DVC matches --drop and --keep from the start of a column's name.
-EXPS_DROP ?= .*(/|\.py$$|sha256|counts|source|class_histogram|value_range|device_|final_|min_g_loss|train_seconds|resumed|test_loss|train_images|weights_digest|onednn|mlflow_run_id)|Created$$|noise\.|reference\.|confusion\.(f1|fn|fp|tn|tp|mean|precision|recall)
-EXPS_KEEP ?= Experiment$$|train\.(model|seed)$$|iterations$$|quality\.(frechet_distance|classifier_score|modes_covered)$$|backend$$
+# `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the train params that
+# differ, the model and seed, and the three key metrics, to fit 120 columns. DVC matches --drop and --keep
+# from the start of a column's name, so the drop is "anything but these" as a negative lookahead.
+EXPS_DROP ?= (?!train\.|quality\.(frechet_distance|classifier_score|modes_covered)$$).*
+EXPS_KEEP ?= Experiment$$|train\.(model|seed)$$|quality\.(frechet_distance|classifier_score|modes_covered)$$
 exps: $(STAMP) ## Compare DVC experiments: params that differ, key metrics, MLflow run ids
 	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 

@@ -411,3 +411,19 @@ def test_plots_page_works_offline(project, repro, tmp_path):
                               "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "plots/index.html").as_uri()],
                              capture_output=True, text=True, timeout=120).stdout
         assert dom.count('class="marks"') == 3, "Vega drew fewer than the three charts"
+
+
+def test_the_committed_dvc_lock_matches_the_code():
+    """A fresh clone's `dvc status` must not show stages as changed: dvc.lock holds every source file's
+    hash as committed (after changing one, `make run` or `dvc commit` updates the lock)."""
+    import hashlib
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    stale = [f"{name}: {dep['path']}" for name, stage in lock.items() for dep in stage.get("deps", [])
+             if dep["path"].endswith(".py")
+             and hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]]
+    assert not stale, f"dvc.lock is stale for {stale}"
+    wanted = {name: {d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])}
+              for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
+    for name, deps in wanted.items():
+        assert {d["path"] for d in lock[name]["deps"]} >= {d for d in deps if d.endswith(".py")}, name
