@@ -66,7 +66,7 @@ bench-gpu: $(STAMP) ## On a GPU machine (after make setup-gpu): mlp and dcgan, m
 	$(PY) bench/bench.py --matrix-only --out bench/results-gpu.json
 
 # With MLFLOW_TRACKING_URI pointing at a tracking server, that server already serves the UI: say where.
-ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1), or point at the tracking server's
+ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1); with a tracking server, print its address
 	@case "$${MLFLOW_TRACKING_URI:-}" in \
 	  http://*|https://*) $(PY) -m ganlab.tracking; echo "  (the tracking server serves the UI itself)";; \
 	  *) $(PY) -m ganlab.tracking | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/' && \
@@ -104,7 +104,7 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 # from the start of a column's name, so the drop is "anything but these" as a negative lookahead.
 EXPS_DROP ?= (?!train\.|quality\.(frechet_distance|classifier_score|modes_covered)$$).*
 EXPS_KEEP ?= Experiment$$|train\.(model|seed)$$|quality\.(frechet_distance|classifier_score|modes_covered)$$
-exps: $(STAMP) ## Compare DVC experiments: params that differ, key metrics, MLflow run ids
+exps: $(STAMP) ## Compare DVC experiments: model, seed, params that differ, FD, modes, classifier score
 	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them

@@ -257,10 +257,11 @@ def peak_table(results: dict, peak: dict) -> list[dict]:
         if not its:
             continue
         work = gflop(model, fused=not what.startswith("blog"))
+        # No clock in /proc/cpuinfo (not Linux, some ARM machines): no peak, so no fraction of it.
+        fraction = round(work * its / peak["peak_gflops"], 3) if peak["peak_gflops"] else None
         table.append({"what": what, "model": model, "backend": backend, "precision": precision, "onednn": onednn,
                       "its": its, "gflop_per_iteration": round(work, 3), "gflops": round(work * its, 1),
-                      "peak_gflops": peak["peak_gflops"],
-                      "fraction_of_peak": round(work * its / peak["peak_gflops"], 3)})
+                      "peak_gflops": peak["peak_gflops"], "fraction_of_peak": fraction})
     return table
 
 
@@ -270,7 +271,8 @@ def print_peak(table: list[dict], peak: dict) -> None:
           f"{'GFLOP/s':>8} {'of peak':>8}")
     for r in table:
         print(f"{r['what']:27} {r['model']:7} {r['backend']:10} {r['precision']:9} {r['onednn']:6} {r['its']:8.3f} "
-              f"{r['gflop_per_iteration']:9.3f} {r['gflops']:8.1f} {r['fraction_of_peak']:8.1%}")
+              f"{r['gflop_per_iteration']:9.3f} {r['gflops']:8.1f} "
+              + (f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] is not None else "       ?"))
 
 
 def onednn_off_rows(args) -> dict:

@@ -37,6 +37,7 @@ def main() -> None:
     cfg = params.train
     backend.use(backend.choose(cfg))
     # Imported only now: these import Keras, which reads KERAS_BACKEND once.
+    from ganlab.models import portable
     from ganlab.runlog import TrainTracking
     from ganlab.saving import save_model
     from ganlab.train import resolved, train, weights_digest
@@ -71,9 +72,11 @@ def main() -> None:
         print(f"train: worker finished {result.metrics['iterations']} iterations, "
               f"weights digest {weights_digest(result.gan)}")
         return
-    nets = {"generator": result.gan.generator, "discriminator": result.gan.discriminator,
-            "generator_ema": result.gan.generator_ema}
-    models = {name: (model, args.out / f"{name}.keras") for name, model in nets.items() if model is not None}
+    # G as stock Keras layers (the same weights and outputs): the saved file loads without ganlab.
+    gens = {"generator": result.gan.generator, "generator_ema": result.gan.generator_ema}
+    nets = {name: portable(cfg.model, g, cfg.z_dim, cfg.width) for name, g in gens.items() if g is not None}
+    nets["discriminator"] = result.gan.discriminator
+    models = {name: (model, args.out / f"{name}.keras") for name, model in nets.items()}
     for model, path in models.values():
         save_model(model, path)
     args.plots.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,33 @@ def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):
     z = np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32)
     saving.save_model(g, tmp_path / "g.keras")
     np.testing.assert_allclose(np.asarray(saving.load_model(tmp_path / "g.keras")(z)), np.asarray(g(z)), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
+def test_a_saved_generator_loads_in_plain_keras_without_ganlab(name, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ganlab.saving import save_model
+
+    g, _ = models.build(name, z_dim=8, width=0.25)
+    stock = models.portable(name, g, 8, 0.25)
+    assert not any(isinstance(layer, UpConv2D) for layer in stock.layers)
+    save_model(stock, tmp_path / "generator.keras")
+    z = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "want.npy", models.draw(g, z))
+    # A fresh Python that cannot import ganlab, as on a machine that only downloaded the model.
+    script = (
+        "import sys, numpy as np; sys.modules['ganlab'] = None; import keras\n"
+        f"g = keras.saving.load_model('{tmp_path}/generator.keras')\n"
+        f"z = np.load('{tmp_path}/z.npy')\n"
+        "x = {'z': z, 'digit': (np.arange(len(z)) % 10).reshape(-1, 1).astype('int32')} "
+        "if len(g.inputs) == 2 else z\n"
+        f"np.save('{tmp_path}/got.npy', g.predict(x, verbose=0))\n")
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), np.load(tmp_path / "want.npy"), rtol=1e-5, atol=1e-5)

@@ -336,7 +336,8 @@ def test_dvc_repro_killed_then_run_again_resumes_with_every_grid(project, repro)
 
     dest, env = project
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["train"].update(iterations=5000, sample_interval=20, checkpoint_interval=20)
+    # Long enough that no backend finishes before the interrupt lands.
+    params["train"].update(iterations=200_000, sample_interval=20, checkpoint_interval=20)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     first = subprocess.Popen(["dvc", "repro", "train"], cwd=dest, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
@@ -345,7 +346,7 @@ def test_dvc_repro_killed_then_run_again_resumes_with_every_grid(project, repro)
     os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole group
     first.wait(timeout=120)
     stopped_at = json.loads(state.read_text())["iteration"]
-    assert 0 < stopped_at < 5000
+    assert 0 < stopped_at < 200_000
     params["train"]["iterations"] = stopped_at - stopped_at % 20 + 40
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["dvc", "repro", "train"], dest, env)

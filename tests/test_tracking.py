@@ -134,6 +134,7 @@ def test_advice_points_at_the_tracking_server_when_there_is_one(monkeypatch):
     assert tracking.ui_advice("7") == want
 
 
+@pytest.mark.slow
 def test_make_ui_with_a_server_uri_names_the_server_and_starts_nothing(monkeypatch):
     import subprocess
 
@@ -173,6 +174,10 @@ def test_a_model_is_registered_once_and_crowned_only_against_figures_measured_al
     better = registry.register_and_crown(d, "g", 9.0, "m1")
     assert better["champion"] and "beats" in better["why"]
     assert MlflowClient().get_model_version_by_alias("g", "champion").version == better["version"]
+    # A champion with no record of how it was measured cannot be compared: a measured version replaces it.
+    MlflowClient().delete_model_version_tag("g", better["version"], registry.MEASURE_TAG)
+    retaken = registry.register_and_crown(c, "g", 5.0, "m3")
+    assert retaken["champion"] and "no record" in retaken["why"]
 
 
 def test_a_store_copied_from_another_folder_is_refused_before_anything_runs(tmp_path, monkeypatch):
@@ -210,3 +215,26 @@ def test_a_resumed_run_takes_the_name_and_experiment_of_the_attempt_that_finishe
     tags = MlflowClient().get_run(first.run.run_id).data.tags
     assert tags["mlflow.runName"] == "exp-b (mlp)" and tags["dvc_experiment"] == "exp-b"
     assert tags["resumed"] == "true" and tags["resumed_at"] == "20"
+
+
+def test_git_info_names_changed_files_whole_and_leaves_out_what_the_pipeline_writes(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+    git("init", "-q")
+    for rel in ("src.py", "dvc.lock", "metrics/train.json"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text("a")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "metrics/train.json").write_text("b")
+    assert tracking.git_info()["git_dirty"] == "false"
+    (tmp_path / "src.py").write_text("b")
+    info = tracking.git_info()
+    assert info["git_dirty"] == "true" and info["git_changed"] == "src.py"

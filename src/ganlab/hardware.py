@@ -43,14 +43,15 @@ def peak_gflops(info: dict[str, Any], cores: int | None = None) -> dict[str, Any
 
     FLOP per cycle is 2 FMA pipes x SIMD lanes x 2 (an FMA is two FLOPs). The lanes come from the
     flags: 16 with avx512f, 8 with avx2+fma. AMD's Zen 4 runs AVX-512 on its two 256-bit pipes, so
-    an AMD CPU counts 8 lanes whatever its flags. The clock is /proc/cpuinfo's `cpu MHz`, which on a
-    VM is the nominal (base) clock: boost can put the real peak above this figure.
+    an AMD CPU up to family 25 (Zen 3 and 4) counts 8 lanes whatever its flags (Zen 5 has 512-bit
+    pipes). The clock is /proc/cpuinfo's `cpu MHz`, which on a VM is the nominal (base) clock: boost
+    can put the real peak above this figure.
     """
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     flags = set(info["flags"])
     lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
-    if info.get("vendor") == "AuthenticAMD":
+    if info.get("vendor") == "AuthenticAMD" and info.get("family", 0) <= 25:
         lanes = min(lanes, 8)
     flop_per_cycle = 2 * lanes * 2
     peak = cores * flop_per_cycle * info["mhz"] / 1000

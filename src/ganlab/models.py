@@ -140,12 +140,12 @@ def _one_hot(digit):
     return layers.Flatten()(layers.Embedding(10, 10, embeddings_initializer="identity", trainable=False)(digit))
 
 
-def cdcgan_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+def cdcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> keras.Model:
     """The blog's G conditioned on the digit, as keras.io's conditional GAN: the one-hot digit joined
     to z. Inputs `z` (z_dim floats) and `digit` (one int in 0-9)."""
     z = keras.Input((z_dim,), name="z")
     digit = keras.Input((1,), dtype="int32", name="digit")
-    out = _apply(_dcgan_g_layers(z_dim, width, True), layers.Concatenate()([z, _one_hot(digit)]))
+    out = _apply(_dcgan_g_layers(z_dim, width, fused), layers.Concatenate()([z, _one_hot(digit)]))
     return keras.Model({"z": z, "digit": digit}, out, name="generator")
 
 
@@ -159,6 +159,8 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
     return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
+# The models whose G upsamples with `UpConv2D` (their builders take `fused`).
+UPCONV = ("dcgan", "cdcgan")
 # One builder pair per name of `ganlab.specs.SPECS` (tests/test_models.py holds the two lists equal).
 BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]]] = {
     "mlp": (mlp_generator, mlp_discriminator),
@@ -190,5 +192,15 @@ def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True) -> tupl
     """Return (generator, discriminator) for architecture `name`; `fused=False` gives the DCGAN's G the
     blog's UpSampling2D + Conv2D layers instead of `UpConv2D` (the same function), for the benchmark."""
     make_g, make_d = BUILDERS[name]
-    g = make_g(z_dim, width, fused=False) if name == "dcgan" and not fused else make_g(z_dim, width)
+    g = make_g(z_dim, width) if fused or name not in UPCONV else make_g(z_dim, width, fused=False)
     return g, make_d(width)
+
+
+def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0) -> keras.Model:
+    """`generator` with stock Keras layers only (each `UpConv2D` as the blog's UpSampling2D + Conv2D),
+    the same weights and outputs: saved, it loads in plain Keras, without this package."""
+    if name not in UPCONV:
+        return generator
+    stock = BUILDERS[name][0](z_dim, width, fused=False)
+    stock.set_weights(generator.get_weights())
+    return stock

@@ -50,7 +50,10 @@ def register_and_crown(model_uri: str, name: str, frechet_distance: float, measu
         crowned, why = True, "the first version scored"
     elif current.version == version:
         crowned, why = True, "it was already the champion"
-    elif current.tags.get(MEASURE_TAG, "") != measure:
+    elif not current.tags.get(MEASURE_TAG):
+        crowned, why = True, (f"the champion (version {current.version}) has no record of how it was measured, "
+                              "so the version measured now takes its place")
+    elif current.tags.get(MEASURE_TAG) != measure:
         crowned = False
         why = (f"the champion (version {current.version}) was measured another way "
                f"({current.tags.get(MEASURE_TAG) or 'unrecorded'}), so the two FDs are not comparable; "

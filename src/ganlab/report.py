@@ -47,7 +47,7 @@ def run_names(runs: pd.DataFrame) -> pd.Series:
 def differing_params(runs: pd.DataFrame) -> list[str]:
     """The `params.train.*` columns whose values differ between the runs (what the runs changed)."""
     cols = [c for c in runs.columns if c.startswith("params.train.") and c not in RUN_COLUMNS
-            and ".resolved." not in c]
+            and ".resolved." not in c and c.replace("train.", "train.resolved.") not in RUN_COLUMNS]
     return [c for c in cols if runs[c].fillna("").nunique() > 1]
 
 

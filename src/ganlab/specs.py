@@ -34,8 +34,8 @@ class ModelSpec:
     # D's fakes from G in training mode (BatchNorm on batch statistics), the G that G's step trains.
     # The sources use inference mode (`generator.predict`); see the cdcgan entry for why it differs.
     fakes_training: bool = False
-    # `train.backend: auto` on a CPU (make bench, docs/benchmarks.md): XLA fuses the MLPs' whole step;
-    # JAX's CPU convolutions are several times slower than TensorFlow's oneDNN ones.
+    # What `train.backend: auto` picks (make bench on CPUs, docs/benchmarks.md; not measured on GPUs): XLA
+    # fuses the MLPs' whole step; JAX's CPU convolutions are several times slower than TensorFlow's oneDNN.
     fastest_backend: str = "tensorflow"
 
 

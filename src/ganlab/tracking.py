@@ -119,8 +119,11 @@ def check_store(experiment: str) -> None:
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     location = found.artifact_location if found else ""
     if location.startswith("file://"):
+        from urllib.parse import urlsplit
+        from urllib.request import url2pathname
+
         here = project_root().resolve()
-        folder = Path(location.removeprefix("file://"))
+        folder = Path(url2pathname(urlsplit(location).path)).resolve()
         if here not in (folder, *folder.parents):
             raise StageError(
                 f"{uri.removeprefix('sqlite:///')} was copied from another folder: experiment {experiment!r} "
@@ -141,7 +144,8 @@ def git_info() -> dict[str, str]:
     commit = git("rev-parse", "HEAD") or "unknown"
     # What the pipeline itself writes (DVC's lock, the stages' metrics and plots) is not a change of the code.
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in PIPELINE_WRITES))
-    changed = [line[3:] for line in dirty.splitlines()]
+    # Each line is "XY path"; git() strips the first line's leading blank (" M path"), so split on it.
+    changed = [line.strip().split(maxsplit=1)[-1] for line in dirty.splitlines() if line.strip()]
     info = {"git_commit": commit, "git_dirty": str(bool(changed)).lower()}
     if changed:
         info["git_changed"] = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
