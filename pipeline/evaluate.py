@@ -13,7 +13,8 @@ from ganlab import tracking
 from ganlab.cli import run_stage
 from ganlab.config import load_params
 from ganlab.data import load_split
-from ganlab.files import sha256_file, write_json
+from ganlab.files import write_json
+from ganlab.models import weights_digest
 from ganlab.runlog import RunLog
 from ganlab.saving import load_model
 
@@ -39,7 +40,8 @@ def main() -> None:
     ema = load_model(args.train / "generator_ema.keras") if (args.train / "generator_ema.keras").exists() else None
     metrics, d_real, d_fake = ev.judge(generator, discriminator, classifier, x_train, x_test, cfg, z_dim, ema, y_test)
     # How these figures were measured: only figures measured alike are compared (the registry's champion).
-    metrics["measured_by"] = {"classifier": sha256_file(args.classifier)[:16], "n_samples": cfg.n_samples,
+    # The classifier by its weights: a re-trained file differs in its bytes, not in what it computes.
+    metrics["measured_by"] = {"classifier": weights_digest(classifier), "n_samples": cfg.n_samples,
                               "seed": cfg.seed}
     write_json(args.metrics, metrics)
     files = ev.pictures(generator, x_train, metrics["confusion"], cfg, z_dim, args.out)

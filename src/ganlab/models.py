@@ -170,6 +170,17 @@ BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]
 }
 
 
+def weights_digest(*nets: keras.Model) -> str:
+    """A short hash of every weight of `nets`: the same model, whatever file or process holds it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for net in nets:
+        for w in net.weights:
+            h.update(np.asarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
 def is_conditional(model: keras.Model) -> bool:
     """Whether `model` also takes the digit (a `cdcgan` G or D, saved or not)."""
     return any(t.name == "digit" for t in model.inputs)

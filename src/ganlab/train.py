@@ -67,10 +67,7 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
 
 def weights_digest(gan: GAN) -> str:
     """A short hash of every weight, to check that workers and replicas hold the same model."""
-    h = hashlib.sha256()
-    for w in gan.generator.weights + gan.discriminator.weights:
-        h.update(np.asarray(w).tobytes())
-    return h.hexdigest()[:16]
+    return models.weights_digest(gan.generator, gan.discriminator)
 
 
 def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
