@@ -3,7 +3,7 @@
 Run: make bench   (or: python bench/bench.py --out bench/results.json)
 Needs data/prepared (run `dvc repro prepare` first; `make bench` does). The JAX rows come from a
 second process of this script (`--backend-only` under KERAS_BACKEND=jax), which imports neither
-TensorFlow nor MLflow, so on a machine with JAX alone (the lent GPUs) it runs by itself:
+TensorFlow nor MLflow, so on a machine with JAX alone (a GPU machine without TensorFlow) it runs by itself:
     KERAS_BACKEND=jax python bench/bench.py --backend-only --out bench/results-gpu.json
 """
 
@@ -306,7 +306,7 @@ def main() -> None:
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")
     args = ap.parse_args()
     if args.backend_only and not (ROOT / "data/prepared").exists():
-        # A machine lent for timing has no DVC to prepare MNIST: the step's speed does not depend on pixels.
+        # A machine with JAX alone has no DVC to prepare MNIST: the step's speed does not depend on pixels.
         x, data = np.random.default_rng(0).uniform(-1, 1, (60_000, 28, 28, 1)).astype(np.float32), "synthetic"
     else:
         x, data = np.asarray(load_split(ROOT / "data/prepared", "train")[0]), "mnist"

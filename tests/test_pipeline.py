@@ -16,7 +16,7 @@ import yaml
 from .conftest import ROOT, sh, start_train, wait_for
 
 # `make test` runs on parallel workers: one worker runs these and test_serving.py, which share the
-# session's `project` and `repro`, so those are built once.
+# test run's `project` and `repro`, so those are built once.
 pytestmark = pytest.mark.xdist_group("project")
 
 

@@ -16,7 +16,7 @@ import pytest
 from .conftest import answers, free_port, make_in, sh
 
 # `make test` runs on parallel workers: one worker runs these and test_pipeline.py, which share the
-# session's `project` and `repro`, so those are built once.
+# test run's `project` and `repro`, so those are built once.
 pytestmark = pytest.mark.xdist_group("project")
 
 CHAMPION = "models:/ganlab-generator@champion"

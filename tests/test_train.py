@@ -249,8 +249,8 @@ def test_params_yaml_ships_the_reference_lengths():
 def test_g_step_plays_against_the_d_that_d_steps_train(model, images):
     """G's loss must be D's training-mode verdict on G's fakes: the D that D's own steps train.
 
-    On the old code G's step ran D in inference mode (BatchNorm on moving statistics); the
-    DCGAN then learned to fool a D nobody trained, and both losses fell to zero together.
+    With D in inference mode in G's step (BatchNorm on moving statistics), the DCGAN learns to fool
+    a D nobody trains, and both losses fall to zero together (docs/design.md).
     """
     cfg = dataclasses.replace(TINY, model=model)
     gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
