@@ -42,7 +42,7 @@ def serve(dest, env, model: str = CHAMPION):
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"make serve did not come up: {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}")
     yield port
-    os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow and uvicorn share the session started for them
+    os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow and uvicorn share the process group started for them
     proc.wait(timeout=30)
 
 
