@@ -32,6 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = {"project", "repro", "served", "server", "conditional"}
 
 
+def pytest_configure(config):
+    # Tests that share a scratch project run on one worker (xdist_group under --dist loadgroup), or each
+    # worker builds the project again. pytest 9.2 names tests in a way pytest-xdist 3.8 cannot group, and
+    # the grouping is then ignored without a word.
+    if config.getoption("dist", "no") == "loadgroup" and tuple(map(int, pytest.__version__.split(".")[:2])) >= (9, 2):
+        raise pytest.UsageError(f"pytest {pytest.__version__} ignores xdist_group under --dist loadgroup; "
+                                "install the pinned set (make setup) or run without -n")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
