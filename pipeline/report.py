@@ -60,7 +60,7 @@ def main() -> None:
                      f"{' (registered before)' if not champion['new'] else ''}, "
                      f"{'the champion' if champion['champion'] else 'not the champion'}: {champion['why']}")
     parts = sections(lines, args.train, args.evaluate, args.out, m_eval, m_clf, params.evaluate.n_samples, runs,
-                     run.run_id)
+                     run.run_id, m_train)
     md, page = args.out / "report.md", args.out / "report.html"
     write_report(f"ganlab report: {tcfg.model}", parts, md, page)
     run.log_artifact(page, "report")

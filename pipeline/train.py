@@ -1,7 +1,8 @@
 """Stage `train`: train the GAN in params.yaml's `train` section and track it in MLflow.
 
 Run: python pipeline/train.py --data data/prepared --out outputs/train \
-         --checkpoints checkpoints/train --metrics metrics/train.json --plots plots/train
+         --checkpoints checkpoints/train --metrics metrics/train.json --plots plots/train \
+         [--classifier outputs/classifier/classifier.keras]   (scores G at every sample interval)
 """
 
 import argparse
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
+    ap.add_argument("--classifier", type=Path, help="the classifier stage's model: G's quality over training")
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = params.train
@@ -41,6 +43,7 @@ def main() -> None:
     from ganlab.runlog import TrainTracking
     from ganlab.saving import save_model
     from ganlab.train import resolved, train, weights_digest
+    from ganlab.watch import quality_watch
 
     data_hash = data_info(args.data)["data_hash"]
     images, labels = load_split(args.data, "train")
@@ -60,12 +63,18 @@ def main() -> None:
     if "dvc_experiment" in dvc_exp:
         name = f"{dvc_exp['dvc_experiment']} ({name})"
     mlrun = TrainTracking(cfg.experiment, name, logged, tags, args.out / "mlflow_run.json")
+    # First, so that the scores it adds to each interval's row reach MLflow too.
+    watch = quality_watch(args.classifier, args.data, cfg, args.checkpoints)  # () without a classifier
     try:
         result = train(cfg, images, data_hash, args.out / "samples", args.checkpoints,
-                       callbacks=(mlrun,), labels=labels)
+                       callbacks=(*watch, mlrun), labels=labels)
     except BaseException as exc:
         mlrun.stopped(exc)
         raise
+    last = result.metrics["iterations"]
+    if watch:
+        result.metrics.update(watch[0].summary(last))
+        result.metrics["kept_iteration"] = watch[0].restore_best() if cfg.keep == "best" else last
 
     if not result.chief:
         # Another worker of a multi-worker run: the chief writes the outputs and the MLflow run.
@@ -95,7 +104,9 @@ def main() -> None:
     # The outputs now hold the finished run. A checkpoint left behind would make the next re-run
     # (after a code change, say) "resume" at the last iteration and train nothing.
     shutil.rmtree(args.checkpoints, ignore_errors=True)
-    print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s, MLflow run {run_id}, "
+    best = (f", best FD {metrics['best_frechet_distance']:.2f} at iteration {metrics['best_iteration']} "
+            f"(kept: {metrics['kept_iteration']})" if "best_iteration" in metrics else "")
+    print(f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s{best}, MLflow run {run_id}, "
           f"weights digest {digest}")
 
 

@@ -78,6 +78,11 @@ class TrainConfig:
     # Same seed, same weights: TensorFlow's deterministic kernels. null = on for a CPU (where they cost
     # little for these networks), off on a GPU (where they cost speed). XLA on a CPU is deterministic.
     deterministic: bool | None = None
+    # G (and its EMA) scored by the classifier at every sample interval on this many samples (0 = off):
+    # FD, classifier score and modes over training (ganlab.watch).
+    quality_samples: int = 2000
+    # The G the stage outputs: the last one, or the interval's with the lowest quality FD (D stays the last).
+    keep: Literal["last", "best"] = "last"
 
     def validate(self) -> None:
         for key in ("iterations", "sample_interval", "checkpoint_interval"):
@@ -98,6 +103,10 @@ class TrainConfig:
         _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
         _check(1 <= self.z_dim <= 4096, "train.z_dim", self.z_dim, "an integer in [1, 4096]")
         _check(1 <= self.grid_size <= 16, "train.grid_size", self.grid_size, "an integer in [1, 16]")
+        _check(self.quality_samples == 0 or 100 <= self.quality_samples <= 10_000, "train.quality_samples",
+               self.quality_samples, "0 (off) or an integer in [100, 10000] (the test set has 10000 images)")
+        _check(self.keep == "last" or self.quality_samples > 0, "train.keep", self.keep,
+               "last, or set train.quality_samples above 0 (best is chosen by the quality scores)")
         if self.checkpoint_interval is not None and self.sample_interval is not None:
             _check(
                 self.checkpoint_interval % self.sample_interval == 0,

@@ -118,11 +118,11 @@ class GAN(keras.Model):
     def call(self, z, training=False):
         return self.generate(z, training=training)
 
-    def generate(self, z, digits=None, training: bool = False):
-        """G(z) as float32; a conditional G draws `digits`, by default 0-9 in turn."""
+    def generate(self, z, digits=None, training: bool = False, generator: keras.Model | None = None):
+        """G(z) as float32 (or `generator`'s: G's EMA); a conditional G draws `digits`, by default 0-9 in turn."""
         if self.conditional and digits is None:
             digits = grid_digits(len(z))
-        return ops.cast(self.generator(self.g_inputs(z, digits), training=training), "float32")
+        return ops.cast((generator or self.generator)(self.g_inputs(z, digits), training=training), "float32")
 
     def set_data(self, images, labels=None) -> None:
         """Hold the training images (N, 28, 28, 1), and their digits for a conditional GAN, on the device."""

@@ -160,12 +160,13 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
 
 
 # The models whose G upsamples with `UpConv2D` (their builders take `fused`).
-UPCONV = ("dcgan", "cdcgan")
+UPCONV = ("dcgan", "dcgan_tuned", "cdcgan")
 # One builder pair per name of `ganlab.specs.SPECS` (tests/test_models.py holds the two lists equal).
 BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]]] = {
     "mlp": (mlp_generator, mlp_discriminator),
     "mlp_bn": (mlp_bn_generator, mlp_bn_discriminator),
     "dcgan": (dcgan_generator, dcgan_discriminator),
+    "dcgan_tuned": (dcgan_generator, dcgan_discriminator),  # the same layers, trained otherwise (specs)
     "cdcgan": (cdcgan_generator, cdcgan_discriminator),
 }
 

@@ -55,6 +55,17 @@ def history_figures(history: pd.DataFrame) -> dict[str, plt.Figure]:
     ax.legend()
     fig.tight_layout()
     figs["accuracy"] = fig
+    if "frechet_distance" in history:  # scored while training (ganlab.watch): lower is better
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for col, label in (("frechet_distance", "G"), ("frechet_distance_ema", "G's EMA")):
+            if col in history:
+                ax.plot(history["iteration"], history[col], marker="o", label=label)
+        best = history.loc[history["frechet_distance"].idxmin()]
+        ax.axvline(best["iteration"], color="grey", linestyle=":", label=f"best G: {int(best['iteration'])}")
+        ax.set(xlabel="Iteration", ylabel="Fréchet distance", title="Sample quality over training", yscale="log")
+        ax.legend()
+        fig.tight_layout()
+        figs["quality"] = fig
     return figs
 
 

@@ -181,7 +181,7 @@ def identity(tcfg, m_prep: dict, m_train: dict, tags: dict, run_id: str, link: s
 
 
 def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Path, m_eval: dict, m_clf: dict,
-             n_samples: int, runs: pd.DataFrame | None, run_id: str) -> list[Section]:
+             n_samples: int, runs: pd.DataFrame | None, run_id: str, m_train: dict | None = None) -> list[Section]:
     """The report's sections, in reading order, from the stages' outputs and metrics."""
     cm = m_eval["confusion"]
     prog = progression(sorted((train_dir / "samples").glob("iter_*.png")), out_dir / "progression.png")
@@ -189,6 +189,7 @@ def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Pat
         Section("Run", [("p", line) for line in lines]),
         Section("Training curves", [("img", train_dir / "loss.png", "Losses per sample interval"),
                                     ("img", train_dir / "accuracy.png", "Discriminator accuracy on real and fake")]),
+        *([quality_section(m_train, train_dir)] if m_train and "best_iteration" in m_train else []),
         Section("Samples over training", [("img", prog, "Sample grids from the fixed z")] if prog else []),
         Section("Final samples", [("img", evaluate_dir / "grid_10x10.png", "100 samples from a fixed z"),
                                   ("img", evaluate_dir / "interpolation.png", "Latent interpolations"),
@@ -222,3 +223,17 @@ def digit_section(m_eval: dict, evaluate_dir: Path) -> Section:
               "the digit they were asked for" + (f" ({ema['overall']:.2%} for its EMA)." if ema else ".")),
         ("table", rows),
         ("img", evaluate_dir / "digits.png", "One row per digit, 0 to 9, from the same ten z")])
+
+
+def quality_section(m_train: dict, train_dir: Path) -> Section:
+    """G's Fréchet distance at every sample interval (`ganlab.watch`), its best interval, and which G was kept."""
+    best, kept, last = m_train["best_iteration"], m_train.get("kept_iteration"), m_train["iterations"]
+    words = (f"The lowest Fréchet distance while training was {m_train['best_frechet_distance']:.2f}, at iteration "
+             f"{best:,}" + (", the last." if best == last else f", not the last ({last:,}): "
+                            + ("the output G is that iteration's (`train.keep: best`)." if kept == best else
+                               "the output G is the last (`train.keep: last`); `train.keep: best` keeps the best."))
+             + f" Scoring took {m_train.get('quality_seconds', 0):.1f} s of the run's "
+               f"{m_train.get('train_seconds', 0):.0f} s. These figures use fewer samples than the table below "
+               "(the Fréchet distance reads higher with fewer): they compare iterations of this run.")
+    return Section("Sample quality over training",
+                   [("p", words), ("img", train_dir / "quality.png", "Fréchet distance per interval")])

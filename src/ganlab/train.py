@@ -58,7 +58,7 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     run length. (The precision and device that `auto` resolved to are checked against the checkpoint's.)"""
     keep = dataclasses.asdict(cfg)
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
-                "experiment", "log_models", "steps_per_execution"):
+                "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
         keep.pop(key)
     keep["data_hash"] = data_hash
     keep["checkpoint_format"] = CHECKPOINT_FORMAT
@@ -257,6 +257,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         state.setdefault("resumed_at", []).append(start)
     state = {**state, "device": device}
     for cb in callbacks:
+        cb.set_model(gan)  # before on_run_start, which may read the restored model
         if hasattr(cb, "on_run_start"):
             state = cb.on_run_start(state)
     samples_dir.mkdir(parents=True, exist_ok=True)
@@ -296,7 +297,9 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         bar.close()
     seconds = interval_cb.prior_seconds + time.perf_counter() - interval_cb.t0
     done = int(gan.iteration.numpy())
-    hist = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    # The losses, then what callbacks added to each row (G's quality scores, `ganlab.watch`).
+    hist = pd.DataFrame(history, columns=HISTORY_COLUMNS + [k for k in (history[0] if history else {})
+                                                           if k not in HISTORY_COLUMNS])
     last = hist.iloc[-1] if len(hist) else pd.Series(dtype=float)
     metrics = {
         "iterations": int(gan.iteration.numpy()),

@@ -1,0 +1,139 @@
+"""Sample quality while G trains: G (and its EMA) scored by the MNIST classifier at every sample interval.
+
+GAN losses do not say when the samples got good, so the train stage scores G at the end of each
+interval, as large GAN codebases score every snapshot: Fréchet distance, classifier score and modes
+covered, on `train.quality_samples` samples against the test set. With fewer samples than evaluate's
+10,000 the Fréchet distance reads higher (its bias falls as 1/n): these figures compare iterations of
+one run, and evaluate's figures compare runs.
+
+The best interval's G is kept beside the checkpoints, so `train.keep: best` can make it the output.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ganlab.classifier import FEATURES
+from ganlab.config import TrainConfig
+from ganlab.data import load_split
+from ganlab.evaluate import classifier_score, frechet_distance, modes_covered
+from ganlab.files import atomic_path
+from ganlab.saving import load_model
+
+# History columns, for G and (with `_ema`) its moving average; the best interval is the lowest FD.
+SCORES = ("frechet_distance", "classifier_score", "modes_covered")
+BEST = "frechet_distance"
+
+
+class QualityWatch(keras.callbacks.Callback):
+    """Adds G's scores to each interval's history row (so MLflow, history.csv and the checkpoint get
+    them), and keeps the weights of the best-scoring G in `folder`."""
+
+    def __init__(self, classifier: keras.Model, test_images: np.ndarray, n: int, seed: int, folder: Path,
+                 checkpoint_interval: int):
+        super().__init__()
+        self.checkpoint_interval = checkpoint_interval
+        self.features = keras.Model(classifier.inputs,
+                                    [classifier.get_layer(FEATURES).output, classifier.outputs[0]])
+        self.n, self.seed, self.folder = n, seed, folder
+        self.ref, _ = self._embed(np.asarray(test_images, np.float32))
+        self.z: np.ndarray | None = None  # drawn at the run's start, when z's width is known
+        self.best: dict | None = None  # {"iteration", "frechet_distance"}
+        # The best as of the last checkpoint: its file stays until a later checkpoint names another, so
+        # a run resumed from that checkpoint finds it.
+        self.checkpointed_best: int | None = None
+        self.seconds = 0.0
+
+    def _embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feats, probs = self.features.predict(images, batch_size=1000, verbose=0)
+        return feats.astype(np.float64), probs.astype(np.float64)
+
+    def on_run_start(self, state: dict) -> dict:
+        """Take up the best interval of the history a resumed run restored (the weights file kept then).
+        The model is set before this is called (`ganlab.train`)."""
+        gan = self.model
+        self.z = np.random.default_rng(self.seed).standard_normal((self.n, gan.z_dim)).astype(np.float32)
+        rows = [r for r in state.get("history", []) if BEST in r]
+        start = int(gan.iteration.numpy())
+        rows = [r for r in rows if r["iteration"] <= start]
+        self.best = None
+        if rows:
+            row = min(rows, key=lambda r: r[BEST])
+            if self._path(row["iteration"]).exists():
+                self.best = {"iteration": row["iteration"], BEST: row[BEST]}
+        self.checkpointed_best = self.best and self.best["iteration"]
+        for path in self.folder.glob("best-*.npz"):  # a later best, from the part of the run lost
+            if not self.best or path != self._path(self.best["iteration"]):
+                path.unlink()
+        return state
+
+    def _path(self, iteration: int) -> Path:
+        return self.folder / f"best-{iteration:06d}.npz"
+
+    def score(self, generator_fn) -> dict:
+        images = np.concatenate([keras.ops.convert_to_numpy(generator_fn(self.z[s : s + 1000]))
+                                 for s in range(0, self.n, 1000)])
+        feats, probs = self._embed(images)
+        return {"frechet_distance": round(frechet_distance(feats, self.ref), 4),
+                "classifier_score": round(classifier_score(probs), 4),
+                "modes_covered": modes_covered(probs)}
+
+    def on_interval(self, row: dict, grid: Path) -> None:
+        t0 = time.perf_counter()
+        gan = self.model
+        row.update(self.score(gan.generate))
+        if gan.generator_ema is not None:
+            ema = self.score(lambda z: gan.generate(z, generator=gan.generator_ema))
+            row.update({f"{k}_ema": v for k, v in ema.items()})
+        if self.best is None or row[BEST] < self.best[BEST]:
+            self._keep(row["iteration"], row[BEST])
+        if row["iteration"] % self.checkpoint_interval == 0:  # the checkpoint is saved right after this
+            self.checkpointed_best = self.best["iteration"]
+        self.seconds += time.perf_counter() - t0
+
+    def _keep(self, iteration: int, value: float) -> None:
+        path = self._path(iteration)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{f"{i}/{j}": keras.ops.convert_to_numpy(w.value)
+                           for i, net in enumerate(self._nets()) for j, w in enumerate(net.weights)})
+        self.best = {"iteration": iteration, BEST: value}
+        for old in self.folder.glob("best-*.npz"):
+            if old not in (path, self.checkpointed_best and self._path(self.checkpointed_best)):
+                old.unlink()
+
+    def restore_best(self) -> int | None:
+        """Load the best interval's G (and EMA) into the GAN; return that iteration (None: no scores)."""
+        if self.best is None:
+            return None
+        with np.load(self._path(self.best["iteration"])) as saved:
+            for i, net in enumerate(self._nets()):
+                for j, w in enumerate(net.weights):
+                    w.assign(saved[f"{i}/{j}"])
+        return self.best["iteration"]
+
+    def _nets(self) -> list[keras.Model]:
+        gan = self.model
+        return [gan.generator] + ([gan.generator_ema] if gan.generator_ema is not None else [])
+
+    def summary(self, last_iteration: int) -> dict:
+        """The metrics train.json gets: best interval, its FD, and the time scoring took."""
+        if self.best is None:
+            return {}
+        return {"best_iteration": self.best["iteration"], "best_frechet_distance": self.best[BEST],
+                "best_is_last": self.best["iteration"] == last_iteration,
+                "quality_seconds": round(self.seconds, 2)}
+
+
+
+def quality_watch(classifier: Path | None, data: Path, cfg: TrainConfig, folder: Path) -> tuple[QualityWatch, ...]:
+    """The train stage's watch for the resolved `cfg`: the classifier stage's model against the test
+    images in `data`, the best G kept in `folder`; none without a classifier or with quality_samples 0."""
+    if classifier is None or not cfg.quality_samples:
+        return ()
+    test_images, _ = load_split(data, "test")
+    return (QualityWatch(load_model(classifier), test_images, cfg.quality_samples, cfg.seed, folder,
+                         cfg.checkpoint_interval),)

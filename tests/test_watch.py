@@ -1,0 +1,65 @@
+"""Quality over training: G and its EMA scored at every interval, the best G kept through a resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from ganlab import train as T
+from ganlab.classifier import build_classifier
+from ganlab.watch import QualityWatch
+
+from .test_train import TINY, run, stop_at
+
+CFG = dataclasses.replace(TINY, ema=0.9)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(0)  # untrained: any fixed feature map will do for the mechanics
+    return build_classifier()
+
+
+def watch(classifier, images, folder):
+    return QualityWatch(classifier, images, n=200, seed=0, folder=folder, checkpoint_interval=10)
+
+
+def test_each_interval_is_scored_and_the_best_g_is_kept_and_restored(classifier, images, tmp_path):
+    w = watch(classifier, images, tmp_path / "ref" / "ckpt")
+    res = run(CFG, images, tmp_path, "ref", callbacks=(w,))
+    hist = res.history
+    for col in ("frechet_distance", "classifier_score", "modes_covered", "frechet_distance_ema"):
+        assert hist[col].notna().all() and len(hist) == 4, col
+    best = hist.loc[hist["frechet_distance"].idxmin()]
+    summary = w.summary(40)
+    assert summary["best_iteration"] == best["iteration"]
+    assert summary["best_frechet_distance"] == best["frechet_distance"]
+    assert summary["best_is_last"] == (best["iteration"] == 40) and summary["quality_seconds"] > 0
+    # The best's weights, and at most the best as of the checkpoint before (a resume from it needs it).
+    kept = {p.name for p in (tmp_path / "ref" / "ckpt").glob("best-*.npz")}
+    assert f"best-{int(best['iteration']):06d}.npz" in kept and len(kept) <= 2
+    # The G put back scores as it did at its interval (the same z, the same classifier).
+    assert w.restore_best() == best["iteration"]
+    assert w.score(res.gan.generate)["frechet_distance"] == pytest.approx(best["frechet_distance"], rel=1e-4)
+
+
+def test_a_resumed_run_scores_as_an_unbroken_one_and_keeps_the_same_best(classifier, images, tmp_path):
+    ref = run(CFG, images, tmp_path, "ref", callbacks=(watch(classifier, images, tmp_path / "ref" / "ckpt"),))
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, images, tmp_path, "cut", callbacks=(watch(classifier, images, tmp_path / "cut" / "ckpt"), stop_at(25)))
+    w = watch(classifier, images, tmp_path / "cut" / "ckpt")
+    resumed = run(CFG, images, tmp_path, "cut", callbacks=(w,))
+    assert resumed.resumed_from == 25
+    cols = ["iteration", "frechet_distance", "frechet_distance_ema", "modes_covered"]
+    np.testing.assert_allclose(resumed.history[cols].to_numpy(), ref.history[cols].to_numpy(), rtol=1e-6)
+    best = ref.history.loc[ref.history["frechet_distance"].idxmin(), "iteration"]
+    assert w.summary(40)["best_iteration"] == best
+    assert (tmp_path / "cut" / "ckpt" / f"best-{int(best):06d}.npz").exists()
+
+
+def test_training_without_a_watch_writes_losses_only(images, tmp_path):
+    res = run(dataclasses.replace(TINY, iterations=10), images, tmp_path, "plain")
+    assert list(res.history.columns) == T.HISTORY_COLUMNS
