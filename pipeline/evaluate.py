@@ -8,15 +8,15 @@ Run: python pipeline/evaluate.py --data data/prepared --train outputs/train \
 import argparse
 from pathlib import Path
 
-from ganlab import evaluate as ev
-from ganlab import tracking
-from ganlab.cli import run_stage
-from ganlab.config import load_params
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import write_json
 from ganlab.data import load_split
-from ganlab.files import write_json
-from ganlab.models import weights_digest
-from ganlab.runlog import RunLog
-from ganlab.saving import load_model
+from ganlab.evaluation import evaluate as ev
+from ganlab.nets.models import weights_digest
+from ganlab.nets.saving import load_model
+from ganlab.tracking import store as tracking
+from ganlab.tracking.runlog import RunLog
 
 
 def main() -> None:

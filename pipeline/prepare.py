@@ -6,10 +6,10 @@ Run: python pipeline/prepare.py --raw data/raw --out data/prepared --manifest me
 import argparse
 from pathlib import Path
 
-from ganlab.cli import run_stage
-from ganlab.config import load_params
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import write_json
 from ganlab.data import prepare
-from ganlab.files import write_json
 
 
 def main() -> None:

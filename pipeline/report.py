@@ -9,12 +9,13 @@ from pathlib import Path
 
 import mlflow
 
-from ganlab import registry, tracking
-from ganlab.cli import run_stage
-from ganlab.config import load_params
-from ganlab.files import read_json
-from ganlab.report import identity, sections, write_report
-from ganlab.runlog import RunLog, logged_model
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import read_json
+from ganlab.report.content import identity, sections, write_report
+from ganlab.tracking import registry
+from ganlab.tracking import store as tracking
+from ganlab.tracking.runlog import RunLog, logged_model
 
 
 def main() -> None:

@@ -11,13 +11,14 @@ import signal
 import time
 from pathlib import Path
 
-from ganlab import backend, tracking
-from ganlab.cli import run_stage
-from ganlab.config import flatten, load_params
+from ganlab.core.cli import run_stage
+from ganlab.core.config import flatten, load_params
+from ganlab.core.files import write_json
 from ganlab.data import data_info, load_split
-from ganlab.files import write_json
-from ganlab.plots import history_figures, save_figure
-from ganlab.specs import RESOLVED
+from ganlab.nets.specs import RESOLVED
+from ganlab.report.plots import history_figures, save_figure
+from ganlab.tracking import store as tracking
+from ganlab.training import backend
 
 
 def _sigterm(signum, frame):
@@ -39,11 +40,11 @@ def main() -> None:
     cfg = params.train
     backend.use(backend.choose(cfg))
     # Imported only now: these import Keras, which reads KERAS_BACKEND once.
-    from ganlab.models import portable
-    from ganlab.runlog import TrainTracking
-    from ganlab.saving import save_model
-    from ganlab.train import resolved, train, weights_digest
-    from ganlab.watch import quality_watch
+    from ganlab.nets.models import portable
+    from ganlab.nets.saving import save_model
+    from ganlab.tracking.runlog import TrainTracking
+    from ganlab.training.train import resolved, train, weights_digest
+    from ganlab.training.watch import quality_watch
 
     data_hash = data_info(args.data)["data_hash"]
     images, labels = load_split(args.data, "train")

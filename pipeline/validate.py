@@ -10,11 +10,11 @@ Run: python pipeline/validate.py --out outputs/validate/params.ok
 import argparse
 from pathlib import Path
 
-from ganlab import tracking
-from ganlab.cli import run_stage
-from ganlab.config import load_params
-from ganlab.files import write_bytes
-from ganlab.specs import resolve
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import write_bytes
+from ganlab.nets.specs import resolve
+from ganlab.tracking import store as tracking
 
 
 def main() -> None:

@@ -230,7 +230,7 @@ def d_verdicts(gan, z) -> tuple[float, float, bool]:
     can the two modes differ). The reference for each backend's g_step test."""
     import keras  # here, not above: the JAX suite sets its backend before Keras is first imported
 
-    from ganlab.gan import bce
+    from ganlab.training.gan import bce
 
     for layer in gan.discriminator.layers:
         if isinstance(layer, keras.layers.Dropout):

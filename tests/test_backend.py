@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from ganlab import backend
-from ganlab.config import ConfigError, TrainConfig
-from ganlab.files import StageError
+from ganlab.core.config import ConfigError, TrainConfig
+from ganlab.core.files import StageError
+from ganlab.training import backend
 
 from .conftest import ROOT
 
@@ -68,8 +68,8 @@ def test_auto_follows_a_keras_backend_set_in_the_environment(monkeypatch):
 def test_auto_resolves_to_the_backend_keras_runs_on():
     import keras
 
-    from ganlab.specs import RESOLVED
-    from ganlab.train import fingerprint, resolved
+    from ganlab.nets.specs import RESOLVED
+    from ganlab.training.train import fingerprint, resolved
 
     assert "backend" in RESOLVED
     assert resolved(TrainConfig(backend="auto")).backend == keras.backend.backend()
@@ -79,7 +79,7 @@ def test_auto_resolves_to_the_backend_keras_runs_on():
 
 
 def test_the_backend_is_part_of_the_fingerprint():
-    from ganlab.train import fingerprint, resolved
+    from ganlab.training.train import fingerprint, resolved
 
     cfg = TrainConfig()
     assert fingerprint(resolved(cfg), "h") != fingerprint(resolved(dataclasses.replace(cfg, backend="jax")), "h")
@@ -95,9 +95,9 @@ def test_jax_refuses_what_only_tensorflow_does(key, value):
 JUDGE = """
 import json, sys
 import numpy as np
-from ganlab import evaluate as ev
-from ganlab.config import EvaluateConfig
-from ganlab.saving import load_model
+from ganlab.evaluation import evaluate as ev
+from ganlab.core.config import EvaluateConfig
+from ganlab.nets.saving import load_model
 d = sys.argv[1]
 x = np.load(d + "/x.npy")
 nets = [load_model(f"{d}/{n}.keras") for n in ("generator", "discriminator", "classifier")]
@@ -111,8 +111,9 @@ def test_evaluate_gives_the_same_figures_on_either_backend(tmp_path):
     """A generator is scored the same whichever backend loads it (within float tolerance)."""
     import keras
 
-    from ganlab import classifier, models
-    from ganlab.saving import save_model
+    from ganlab.evaluation import classifier
+    from ganlab.nets import models
+    from ganlab.nets.saving import save_model
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).uniform(-1, 1, (300, 28, 28, 1)).astype(np.float32)
@@ -141,7 +142,7 @@ def test_evaluate_gives_the_same_figures_on_either_backend(tmp_path):
 
 
 def test_a_checkpoint_from_the_other_backend_is_refused_and_kept(tmp_path):
-    from ganlab import train as T
+    from ganlab.training import train as T
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

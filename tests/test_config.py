@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ganlab.config import ConfigError, Params, TrainConfig, flatten, load_params, parse_params
+from ganlab.core.config import ConfigError, Params, TrainConfig, flatten, load_params, parse_params
 
 from .conftest import ROOT
 
@@ -92,7 +92,7 @@ def test_loader_never_crashes_untidily(raw):
 
 
 def test_a_checkpoint_interval_off_the_models_sample_interval_is_refused():
-    from ganlab.specs import resolve
+    from ganlab.nets.specs import resolve
 
     with pytest.raises(ConfigError) as err:
         resolve(TrainConfig(model="mlp", checkpoint_interval=500))  # mlp samples every 1,000

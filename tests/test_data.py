@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ganlab import data
-from ganlab.config import PrepareConfig
-from ganlab.files import StageError
+from ganlab.core.config import PrepareConfig
+from ganlab.core.files import StageError
 
 from .conftest import ROOT
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ganlab import devices
-from ganlab.config import TrainConfig
+from ganlab.core.config import TrainConfig
+from ganlab.training import devices
 
 XEON_AMX = {"cpu": "Intel Xeon", "bf16_flags": ["amx_bf16", "avx512_bf16"]}
 EPYC_ZEN3 = {"cpu": "AMD EPYC", "bf16_flags": []}

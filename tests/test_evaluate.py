@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ganlab import evaluate as ev
+from ganlab.evaluation import evaluate as ev
 
 
 def test_confusion_matrix_arithmetic():
@@ -67,9 +67,9 @@ def test_the_stage_work_on_tiny_models(tmp_path):
     """judge, confusion_rows and pictures end to end on untrained tiny models and 40 fake images."""
     import keras
 
-    from ganlab import models
-    from ganlab.classifier import build_classifier
-    from ganlab.config import EvaluateConfig
+    from ganlab.core.config import EvaluateConfig
+    from ganlab.evaluation.classifier import build_classifier
+    from ganlab.nets import models
 
     g, d = models.build("mlp", z_dim=8, width=0.1)
     rng = np.random.default_rng(0)

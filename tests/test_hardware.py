@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ganlab import hardware
+from ganlab.core import hardware
 
 XEON = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
         "model name\t: Intel(R) Xeon(R) Platinum 8480C\ncpu MHz\t\t: 2100.000\n"
@@ -44,7 +44,7 @@ def _onednn_in_fresh_python(env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_ENV}
     if env_value is not None:
         env[hardware.ONEDNN_ENV] = env_value
-    code = "import ganlab, tensorflow; from ganlab import hardware; print(hardware.onednn_state())"
+    code = "import ganlab, tensorflow; from ganlab.core import hardware; print(hardware.onednn_state())"
     out = subprocess.run([sys.executable, "-c", code], env={**env, "KERAS_BACKEND": "tensorflow"},
                          capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
@@ -63,7 +63,7 @@ def test_onednn_state_is_na_before_tensorflow_loads(monkeypatch):
 
 
 def test_flops_of_the_book_mlp_and_the_blog_dcgan_are_counted_from_layers():
-    from ganlab import models
+    from ganlab.nets import models
 
     g, d = models.build("mlp", 100)
     assert hardware.forward_flop(g) == 2 * (100 * 128 + 128 * 784)

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from ganlab import models, saving
-from ganlab.files import StageError
-from ganlab.layers import UpConv2D
-from ganlab.specs import SPECS
+from ganlab.core.files import StageError
+from ganlab.nets import models, saving
+from ganlab.nets.layers import UpConv2D
+from ganlab.nets.specs import SPECS
 
 
 def test_every_named_model_has_its_builders():
@@ -131,7 +131,7 @@ def test_a_saved_generator_loads_in_plain_keras_without_ganlab(name, tmp_path):
     import subprocess
     import sys
 
-    from ganlab.saving import save_model
+    from ganlab.nets.saving import save_model
 
     g, _ = models.build(name, z_dim=8, width=0.25)
     stock = models.portable(name, g, 8, 0.25)

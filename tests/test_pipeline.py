@@ -183,7 +183,7 @@ def test_deleted_outputs_are_restored_from_the_run_cache_not_retrained(project, 
 def test_sample_cli_draws_from_registered_champion(project, repro, tmp_path):
     dest, env = project
     out = tmp_path / "grid.png"
-    sh([sys.executable, "-m", "ganlab.sample", "--model", "models:/ganlab-generator@champion", "--n", "16",
+    sh([sys.executable, "-m", "ganlab.tools.sample", "--model", "models:/ganlab-generator@champion", "--n", "16",
         "--out", str(out)], dest, env)
     assert plt.imread(out).shape[0] > 28
 
@@ -348,7 +348,7 @@ def test_make_rebuilds_a_venv_made_in_another_folder(tmp_path, made_in, kept):
 
 def test_plots_page_works_offline(project, repro, tmp_path):
     """`dvc plots show` with the page `make setup` made: Vega inline, nothing loaded from a CDN."""
-    from ganlab import plotspage
+    from ganlab.tools import plotspage
 
     template = ROOT / ".dvc/plots/offline.html"
     if shutil.which("npm") is None and not template.exists():

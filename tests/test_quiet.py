@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ganlab import quiet
+from ganlab.core import quiet
 
 from .conftest import ROOT
 
@@ -25,9 +25,10 @@ def test_known_noise_is_dropped_and_everything_else_kept(capfd):
 @pytest.mark.skipif(quiet.gpu_expected(), reason="a GPU machine keeps TensorFlow's logs")
 def test_a_stage_import_prints_nothing_on_a_cpu_machine():
     env = {k: v for k, v in os.environ.items() if k not in ("GANLAB_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
-    out = subprocess.run([sys.executable, "-c", "import ganlab.train, tensorflow as tf; tf.constant(1)"],
+    out = subprocess.run([sys.executable, "-c", "import ganlab.training.train, tensorflow as tf; tf.constant(1)"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    loud = subprocess.run([sys.executable, "-c", "import ganlab.train"], cwd=ROOT, capture_output=True, text=True,
+    loud = subprocess.run([sys.executable, "-c", "import ganlab.training.train"], cwd=ROOT, capture_output=True,
+                          text=True,
                           env={**env, "GANLAB_TF_LOGS": "1"}, timeout=120)
     assert "cuInit" in loud.stderr or "cuda" in loud.stderr.lower()  # the escape hatch shows them again

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from ganlab import report
-from ganlab.config import TrainConfig
-from ganlab.plots import save_grid
+from ganlab.core.config import TrainConfig
+from ganlab.report import content as report
+from ganlab.report.plots import save_grid
 
 PREP = {"source": "package", "data_hash": "abc", "counts": {"train": 60000, "test": 10000}}
 TRAIN = {"iterations": 900, "iterations_per_s": 0.31, "precision": "float32", "resumed": False}
@@ -68,7 +68,7 @@ def test_a_conditional_run_gets_a_section_on_the_digit_asked_for(tmp_path):
 def test_runs_are_named_by_experiment_and_show_what_differs():
     import pandas as pd
 
-    from ganlab.report import runs_table
+    from ganlab.report.content import runs_table
 
     runs = pd.DataFrame({
         "run_id": ["a" * 32, "b" * 32, "c" * 32], "start_time": pd.to_datetime(["2026-12-01"] * 3),

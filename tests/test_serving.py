@@ -53,7 +53,7 @@ def server(project, repro):
 
 def test_served_images_are_those_of_the_sample_cli(project, server, tmp_path):
     dest, env = project
-    sh([sys.executable, "-m", "ganlab.sample", "--model", CHAMPION, "--n", "16", "--seed", "3",
+    sh([sys.executable, "-m", "ganlab.tools.sample", "--model", CHAMPION, "--n", "16", "--seed", "3",
         "--out", str(tmp_path / "grid.png"), "--npy", str(tmp_path / "cli.npy")], dest, env)
     z = np.random.default_rng(3).standard_normal((16, 100)).astype(np.float32)  # the CLI's z for --seed 3
     status, answer = post(server, json.dumps({"inputs": z.tolist()}).encode())
@@ -94,8 +94,8 @@ def test_the_served_model_loads_without_the_ganlab_package(project, repro):
 LOG_CONDITIONAL = """
 import sys, mlflow
 from pathlib import Path
-from ganlab import models, saving
-from ganlab.runlog import _log_model
+from ganlab.nets import models, saving
+from ganlab.tracking.runlog import _log_model
 mlflow.set_tracking_uri("sqlite:///mlflow.db")
 g, _ = models.build("cdcgan", 100, 0.25)
 saving.save_model(g, Path(sys.argv[1]))
@@ -116,7 +116,7 @@ def conditional(project, repro, tmp_path_factory):
 
 
 def test_a_conditional_generator_serves_the_digits_asked_for(conditional):
-    from ganlab import models, saving
+    from ganlab.nets import models, saving
 
     port, path = conditional
     z = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)

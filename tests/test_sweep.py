@@ -66,20 +66,21 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(sweep_proje
     # Two workers: the two runs overlapped in time.
     (s1, e1), (s2, e2) = runs[["start_time", "end_time"]].itertuples(index=False)
     assert s1 < e2 and s2 < e1, runs[["start_time", "end_time"]]
-    cmp = sh([sys.executable, "-m", "ganlab.compare", "--experiment", "sweep", "--out", str(dest / "compare.png")],
-             dest, env).stdout
+    cmp = sh([sys.executable, "-m", "ganlab.tools.compare", "--experiment", "sweep",
+              "--out", str(dest / "compare.png")], dest, env).stdout
     assert "cdcgan" in cmp and "mlp_bn" in cmp and (dest / "compare.png").exists()
 
     # The conditional G is registered apart (its own champion), and draws the digit it is asked for.
     conditional = "models:/ganlab-generator-conditional@champion"
-    sh([sys.executable, "-m", "ganlab.sample", "--model", conditional, "--digit", "all", "--out", "all.png"], dest, env)
+    sh([sys.executable, "-m", "ganlab.tools.sample", "--model", conditional, "--digit", "all", "--out", "all.png"],
+       dest, env)
     grid = plt.imread(dest / "all.png")
     assert grid.shape[0] == grid.shape[1] >= 280, grid.shape  # 10 x 10 digits
     # Without --model, --digit draws from the conditional champion.
-    sh([sys.executable, "-m", "ganlab.sample", "--digit", "7", "--n", "4", "--npy", "7.npy"], dest, env)
+    sh([sys.executable, "-m", "ganlab.tools.sample", "--digit", "7", "--n", "4", "--npy", "7.npy"], dest, env)
     import numpy as np
     assert np.load(dest / "7.npy").shape == (4, 28, 28, 1)
     for bad, says in (([conditional, "--digit", "12"], "--digit 12 is not a digit"),
                       (["models:/ganlab-generator@champion", "--digit", "3"], "is not conditional")):
-        out = sh([sys.executable, "-m", "ganlab.sample", "--model", *bad], dest, env, check=False)
+        out = sh([sys.executable, "-m", "ganlab.tools.sample", "--model", *bad], dest, env, check=False)
         assert out.returncode != 0 and says in out.stderr.strip().splitlines()[-1], out.stderr[-1000:]

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from ganlab import tracking
-from ganlab.files import StageError
-from ganlab.runlog import RunLog, execute, resend
-from ganlab.tracking import check_server
+from ganlab.core.files import StageError
+from ganlab.tracking import store as tracking
+from ganlab.tracking.runlog import RunLog, execute, resend
+from ganlab.tracking.store import check_server
 
 
 def closed_port() -> int:
@@ -94,8 +94,8 @@ def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_pat
     monkeypatch.setattr(run, "offline", True)  # record the operations as the live stage builds them
     run.log_metrics({"g_loss": 0.5}, 100)
     run.log_image(tmp_path / "grid.png", "samples", 100)
-    from ganlab import models
-    from ganlab.saving import save_model
+    from ganlab.nets import models
+    from ganlab.nets.saving import save_model
 
     generator, _ = models.build("mlp", 4, width=0.05)
     save_model(generator, tmp_path / "generator.keras")
@@ -151,7 +151,7 @@ def test_a_model_is_registered_once_and_crowned_only_against_figures_measured_al
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ganlab import registry
+    from ganlab.tracking import registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     tracking.setup("reg")
@@ -202,7 +202,7 @@ def test_a_store_copied_from_another_folder_is_refused_before_anything_runs(tmp_
 def test_a_resumed_run_takes_the_name_and_experiment_of_the_attempt_that_finishes(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from ganlab.runlog import TrainTracking
+    from ganlab.tracking.runlog import TrainTracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     device = {"device": "cpu", "precision": "float32"}

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ganlab import train as T
-from ganlab.config import TrainConfig
-from ganlab.devices import select_device
-from ganlab.files import StageError
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import StageError
+from ganlab.training import train as T
+from ganlab.training.devices import select_device
 
 from .conftest import ROOT, changed, d_verdicts, stop_at, weights
 
@@ -98,8 +98,8 @@ def test_two_processes_same_seed_same_weights(tmp_path):
         import sys
         from pathlib import Path
         import numpy as np
-        from ganlab import train as T
-        from ganlab.config import TrainConfig
+        from ganlab.training import train as T
+        from ganlab.core.config import TrainConfig
         x = np.random.default_rng(0).uniform(-1, 1, (60000, 28, 28, 1)).astype(np.float32)
         cfg = TrainConfig(iterations=400, sample_interval=50, checkpoint_interval=400, resume=False)
         res = T.train(cfg, x, "h", Path(sys.argv[1]) / "s", Path(sys.argv[1]) / "c")
@@ -144,8 +144,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from pathlib import Path
-        from ganlab import train as T
-        from ganlab.config import TrainConfig
+        from ganlab.training import train as T
+        from ganlab.core.config import TrainConfig
         cfg = TrainConfig(iterations=10, sample_interval=5, checkpoint_interval=5, batch_size=16,
                           steps_per_execution=5, strategy="mirrored", width=0.25)
         x = np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
@@ -240,7 +240,7 @@ def test_set_lengths_win_and_a_null_checkpoint_lands_on_an_interval_end():
 
 
 def test_params_yaml_ships_the_reference_lengths():
-    from ganlab.config import load_params
+    from ganlab.core.config import load_params
     cfg = load_params(ROOT / "params.yaml").train
     assert (cfg.iterations, cfg.sample_interval, cfg.checkpoint_interval, cfg.batch_size) == (None,) * 4
 

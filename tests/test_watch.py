@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from ganlab import train as T
-from ganlab.classifier import build_classifier
-from ganlab.watch import QualityWatch
+from ganlab.evaluation.classifier import build_classifier
+from ganlab.training import train as T
+from ganlab.training.watch import QualityWatch
 
 from .test_train import TINY, run, stop_at
 

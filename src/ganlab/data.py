@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.config import PrepareConfig
-from ganlab.files import StageError, atomic_path, read_json, sha256_bytes, sha256_file, write_bytes, write_json
+from ganlab.core.config import PrepareConfig
+from ganlab.core.files import StageError, atomic_path, read_json, sha256_bytes, sha256_file, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from ganlab import train as T
-from ganlab.config import TrainConfig
-from ganlab.devices import select_device
+from ganlab.core.config import TrainConfig
+from ganlab.training import train as T
+from ganlab.training.devices import select_device
 
 from ..conftest import changed, d_verdicts, stop_at, weights
 

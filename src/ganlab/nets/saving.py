@@ -1,6 +1,6 @@
 """Saving and loading Keras models: atomic writes, safe-mode loads, one-line errors.
 
-Importing `ganlab.layers` registers the custom layers a saved generator may hold, so any
+Importing `ganlab.nets.layers` registers the custom layers a saved generator may hold, so any
 caller of `load_model` can read every architecture without importing the builders.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import keras
 
-import ganlab.layers  # noqa: F401  (registers custom layers for load_model)
-from ganlab.files import StageError
+import ganlab.nets.layers  # noqa: F401  (registers custom layers for load_model)
+from ganlab.core.files import StageError
 
 
 def save_model(model: keras.Model, dest: Path) -> None:

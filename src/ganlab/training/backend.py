@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ganlab.config import TrainConfig
-from ganlab.files import StageError
-from ganlab.specs import SPECS
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import StageError
+from ganlab.nets.specs import SPECS
 
 
 def choose(cfg: TrainConfig) -> str:

@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from ganlab.models import grid_digits
+from ganlab.nets.models import grid_digits
 
 HISTORY_METRICS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
 

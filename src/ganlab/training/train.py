@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ganlab import models
-from ganlab.checkpoints import CHECKPOINT_FORMAT, Checkpoints
-from ganlab.config import TrainConfig
-from ganlab.devices import select_device
-from ganlab.files import StageError
-from ganlab.gan import GAN, HISTORY_METRICS
-from ganlab.plots import save_grid
-from ganlab.specs import SPECS, resolve
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import StageError
+from ganlab.nets import models
+from ganlab.nets.specs import SPECS, resolve
+from ganlab.report.plots import save_grid
+from ganlab.training.checkpoints import CHECKPOINT_FORMAT, Checkpoints
+from ganlab.training.devices import select_device
+from ganlab.training.gan import GAN, HISTORY_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Diverged(StageError):
 
 
 def resolved(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` resolved (`ganlab.specs.resolve`) for the backend Keras runs on: what `make_gan`,
+    """`cfg` resolved (`ganlab.nets.specs.resolve`) for the backend Keras runs on: what `make_gan`,
     `fingerprint` and the loop take."""
     return resolve(cfg, keras.backend.backend())
 
@@ -72,8 +72,8 @@ def weights_digest(gan: GAN) -> str:
 
 def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
     """Build and compile the GAN for the resolved `cfg` under `strategy` (weights seeded by cfg.seed), with
-    the step of the backend Keras runs on (`ganlab.step_tensorflow` or `ganlab.step_jax`). `fused=False`:
-    the DCGAN's G with the blog's UpSampling2D + Conv2D layers (the benchmark's comparison)."""
+    the step of the backend Keras runs on (`ganlab.training.step_tensorflow` or `ganlab.training.step_jax`).
+    `fused=False`: the DCGAN's G with the blog's UpSampling2D + Conv2D layers (the benchmark's comparison)."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise StageError(
@@ -82,7 +82,7 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         )
     with strategy.scope():
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width, fused)
-        step = importlib.import_module(f"ganlab.step_{keras.backend.backend()}")
+        step = importlib.import_module(f"ganlab.training.step_{keras.backend.backend()}")
         spec = SPECS[cfg.model]
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training)
@@ -297,7 +297,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         bar.close()
     seconds = interval_cb.prior_seconds + time.perf_counter() - interval_cb.t0
     done = int(gan.iteration.numpy())
-    # The losses, then what callbacks added to each row (G's quality scores, `ganlab.watch`).
+    # The losses, then what callbacks added to each row (G's quality scores, `ganlab.training.watch`).
     hist = pd.DataFrame(history, columns=HISTORY_COLUMNS + [k for k in (history[0] if history else {})
                                                            if k not in HISTORY_COLUMNS])
     last = hist.iloc[-1] if len(hist) else pd.Series(dtype=float)

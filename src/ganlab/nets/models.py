@@ -3,7 +3,7 @@
 Discriminators end in a single float32 logit (D(x) = sigmoid(logit)); the
 seeds' final sigmoid moves into the loss, which is the numerically stable
 form of the same model. Adding an architecture is one builder pair here and one `ModelSpec` entry in
-`ganlab.specs`.
+`ganlab.nets.specs`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ganlab.layers import UpConv2D
+from ganlab.nets.layers import UpConv2D
 
 IMG_SHAPE = (28, 28, 1)
 
@@ -161,7 +161,7 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
 
 # The models whose G upsamples with `UpConv2D` (their builders take `fused`).
 UPCONV = ("dcgan", "dcgan_tuned", "cdcgan")
-# One builder pair per name of `ganlab.specs.SPECS` (tests/test_models.py holds the two lists equal).
+# One builder pair per name of `ganlab.nets.specs.SPECS` (tests/test_models.py holds the two lists equal).
 BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]]] = {
     "mlp": (mlp_generator, mlp_discriminator),
     "mlp_bn": (mlp_bn_generator, mlp_bn_discriminator),

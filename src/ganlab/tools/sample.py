@@ -1,9 +1,9 @@
 """Draw digits from any logged or registered generator into one PNG grid.
 
-Run: python -m ganlab.sample --n 64 --out grid.png   (the registered champion)
-     python -m ganlab.sample --model models:/ganlab-generator@champion --n 64 --out grid.png
+Run: python -m ganlab.tools.sample --n 64 --out grid.png   (the registered champion)
+     python -m ganlab.tools.sample --model models:/ganlab-generator@champion --n 64 --out grid.png
      (also runs:/<run_id>/generator, or a local outputs/train/generator.keras)
-     python -m ganlab.sample --digit 7 --n 64   (the conditional champion)
+     python -m ganlab.tools.sample --digit 7 --n 64   (the conditional champion)
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ganlab.cli import run_stage
-from ganlab.files import StageError
+from ganlab.core.cli import run_stage
+from ganlab.core.files import StageError
 
 
 def load(uri: str):
     """A Keras generator from an MLflow model URI or a local `.keras` file (safe mode on)."""
     if Path(uri).suffix == ".keras":
-        from ganlab.saving import load_model
+        from ganlab.nets.saving import load_model
 
         return load_model(Path(uri))
     import mlflow
     import mlflow.keras
     import mlflow.pyfunc
 
-    from ganlab import tracking
+    from ganlab.tracking import store as tracking
 
     tracking.connect()
     try:
@@ -48,7 +48,7 @@ def takes_digit(uri: str) -> bool | None:
         return None
     import mlflow
 
-    from ganlab import tracking
+    from ganlab.tracking import store as tracking
 
     tracking.connect()
     try:
@@ -74,16 +74,16 @@ def main() -> None:
     if args.digit is not None and args.digit != "all" and args.digit not in list("0123456789"):
         raise StageError(f"--digit {args.digit} is not a digit; use 0..9 or all")
     if args.model is None:
-        from ganlab import registry
-        from ganlab.config import load_params
+        from ganlab.core.config import load_params
+        from ganlab.tracking import registry
 
         base = load_params().report.registered_model if Path("params.yaml").exists() else "ganlab-generator"
         args.model = registry.champion_uri(base, conditional=args.digit is not None)
     if args.digit is not None and takes_digit(args.model) is False:
         raise StageError(f"{args.model} is not conditional: it cannot be asked for a digit; drop --digit "
                          "or use a cdcgan generator")
-    from ganlab.models import draw, is_conditional
-    from ganlab.plots import save_grid
+    from ganlab.nets.models import draw, is_conditional
+    from ganlab.report.plots import save_grid
 
     generator = load(args.model)
     if args.digit is not None and not is_conditional(generator):

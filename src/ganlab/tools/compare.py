@@ -1,6 +1,6 @@
 """Compare this experiment's MLflow runs: a table on the terminal and a bar chart of chosen metrics.
 
-Run: python -m ganlab.compare [--experiment ganlab] [--metrics FD,precision,recall] [--out compare.png]
+Run: python -m ganlab.tools.compare [--experiment ganlab] [--metrics FD,precision,recall] [--out compare.png]
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from ganlab import tracking
-from ganlab.cli import run_stage
-from ganlab.config import load_params
-from ganlab.files import StageError
-from ganlab.plots import plt, save_figure
-from ganlab.report import RUN_COLUMNS, runs_table
+from ganlab.core.cli import run_stage
+from ganlab.core.config import load_params
+from ganlab.core.files import StageError
+from ganlab.report.content import RUN_COLUMNS, runs_table
+from ganlab.report.plots import plt, save_figure
+from ganlab.tracking import store as tracking
 
 SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.eval_quality.precision",
          "recall": "metrics.eval_quality.recall", "modes": "metrics.eval_quality.modes_covered",

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from ganlab.config import ConfigError
-from ganlab.files import StageError
+from ganlab.core.config import ConfigError
+from ganlab.core.files import StageError
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

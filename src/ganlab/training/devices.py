@@ -17,10 +17,10 @@ from typing import Any
 
 import keras
 
-from ganlab.config import TrainConfig
-from ganlab.files import StageError
-from ganlab.hardware import cpu_info, onednn_state
-from ganlab.specs import SPECS
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import StageError
+from ganlab.core.hardware import cpu_info, onednn_state
+from ganlab.nets.specs import SPECS
 
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -81,7 +81,7 @@ def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int
         "workers": workers,
         "chief": chief,
         "precision": policy,
-        # TensorFlow's oneDNN kernels (ganlab.hardware turns them on); "n/a" on JAX.
+        # TensorFlow's oneDNN kernels (ganlab.core.hardware turns them on); "n/a" on JAX.
         "onednn": onednn_state() if keras.backend.backend() == "tensorflow" else "n/a",
         "jit_compile": cfg.jit_compile,
     }

@@ -34,14 +34,14 @@ class Generator(PythonModel):
     def load_context(self, context):
         # The backend that trained G, unless the server's environment names one (both read .keras).
         os.environ.setdefault("KERAS_BACKEND", (context.model_config or {}).get("keras_backend", "tensorflow"))
-        # TensorFlow's oneDNN kernels on every x86 CPU, as in the stages (ganlab.hardware, which this file
+        # TensorFlow's oneDNN kernels on every x86 CPU, as in the stages (ganlab.core.hardware, which this file
         # runs without). Only in effect if TensorFlow is not loaded yet; a value the user set wins.
         if platform.machine().lower() in ("x86_64", "amd64"):
             os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         import keras
 
         try:
-            from ganlab import layers  # noqa: F401  (in the project: registers UpConv2D)
+            from ganlab.nets import layers  # noqa: F401  (in the project: registers UpConv2D)
         except ImportError:
             import layers  # noqa: F401  (served alone: the copy logged beside this file)
         self.generator = keras.saving.load_model(context.artifacts["generator"], compile=False, safe_mode=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ganlab.files import StageError, atomic_path, write_json
-from ganlab.gan import GAN
+from ganlab.core.files import StageError, atomic_path, write_json
+from ganlab.training.gan import GAN
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ganlab.files import atomic_path
-from ganlab.plots import plt, save_figure
+from ganlab.core.files import atomic_path
+from ganlab.report.plots import plt, save_figure
 
 # Columns of the runs table: MLflow key -> short heading. The first metric decides "best".
 RUN_COLUMNS = {
@@ -226,7 +226,8 @@ def digit_section(m_eval: dict, evaluate_dir: Path) -> Section:
 
 
 def quality_section(m_train: dict, train_dir: Path) -> Section:
-    """G's Fréchet distance at every sample interval (`ganlab.watch`), its best interval, and which G was kept."""
+    """G's Fréchet distance at every sample interval (`ganlab.training.watch`), its best interval, and
+    which G was kept."""
     best, kept, last = m_train["best_iteration"], m_train.get("kept_iteration"), m_train["iterations"]
     words = (f"The lowest Fréchet distance while training was {m_train['best_frechet_distance']:.2f}, at iteration "
              f"{best:,}" + (", the last." if best == last else f", not the last ({last:,}): "

@@ -16,7 +16,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganlab.files import StageError
+from ganlab.core.files import StageError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ganlab.config import ClassifierConfig
+from ganlab.core.config import ClassifierConfig
 
 FEATURES = "features"
 CONV_FEATURES = "conv_features"

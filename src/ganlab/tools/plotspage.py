@@ -5,7 +5,7 @@ set-up time (`make setup`) this fetches the versions DVC itself uses from the np
 `npm pack` (npm checks each tarball's integrity), inlines them into an HTML template and points
 DVC at it in `.dvc/config.local`. Nothing is fetched when plots are shown.
 
-Run: python -m ganlab.plotspage [--out .dvc/plots/offline.html]
+Run: python -m ganlab.tools.plotspage [--out .dvc/plots/offline.html]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ganlab.files import write_bytes
+from ganlab.core.files import write_bytes
 
 # The versions dvc_render's own page loads (dvc_render.vega.VegaRenderer.SCRIPTS).
 PACKAGES = {"vega": "5.20.2", "vega-lite": "5.2.0", "vega-embed": "6.18.2"}

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from ganlab import classifier as clf
-from ganlab.config import EvaluateConfig
-from ganlab.models import draw, grid_digits, is_conditional
-from ganlab.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
+from ganlab.core.config import EvaluateConfig
+from ganlab.evaluation import classifier as clf
+from ganlab.nets.models import draw, grid_digits, is_conditional
+from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
 def confusion(d_real: np.ndarray, d_fake: np.ndarray, threshold: float = 0.5) -> dict:

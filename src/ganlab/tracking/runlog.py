@@ -3,10 +3,10 @@
 Tracking must never cost a trained model. Every write to the run is an
 operation (a small JSON-able dict) that `RunLog` carries out at once; if the
 tracking store fails, the operation is queued instead, the stage carries on,
-and the queue is saved in `mlflow-pending/`. `python -m ganlab.runlog resend`
+and the queue is saved in `mlflow-pending/`. `python -m ganlab.tracking.runlog resend`
 (`make resend`) replays it once the store is back.
 
-Run: python -m ganlab.runlog resend [mlflow-pending/*.json]
+Run: python -m ganlab.tracking.runlog resend [mlflow-pending/*.json]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ganlab import tracking
-from ganlab.files import StageError, read_json, write_json
+from ganlab.core.files import StageError, read_json, write_json
+from ganlab.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def execute(run_id: str, op: dict, model: Any = None) -> Any:
     elif kind == "model":
         return _log_model(run_id, op, model)
     elif kind == "register":
-        from ganlab import registry
+        from ganlab.tracking import registry
 
         # the logged model's own URI (models:/m-...): MLflow 3 keeps models outside the run's artifacts
         return registry.register_and_crown(op["model_uri"], op["name"], op["frechet_distance"],
@@ -121,8 +121,8 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
     if (done := logged_model(run_id, op["name"])) is not None:
         return done
 
-    from ganlab.models import is_conditional
-    from ganlab.saving import load_model
+    from ganlab.nets.models import is_conditional
+    from ganlab.nets.saving import load_model
 
     model = model if model is not None else load_model(Path(op["path"]))
     rng = np.random.default_rng(0)
@@ -145,7 +145,7 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
 
 
 def _log_service(op: dict, signature: Any) -> Any:
-    """G as the pyfunc of `ganlab/serving.py`, which checks requests; what `make serve` serves."""
+    """G as the pyfunc of `ganlab/tracking/serving.py`, which checks requests; what `make serve` serves."""
     import importlib.metadata
 
     import mlflow.pyfunc
@@ -157,7 +157,7 @@ def _log_service(op: dict, signature: Any) -> Any:
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "keras", "numpy", wheel)]
     return mlflow.pyfunc.log_model(
         name=op["name"], python_model=str(here / "serving.py"), artifacts={"generator": op["path"]},
-        code_paths=[str(here / "layers.py")], signature=signature, model_config={"keras_backend": backend},
+        code_paths=[str(here.parent / "nets" / "layers.py")], signature=signature, model_config={"keras_backend": backend},
         pip_requirements=requirements)
 
 
@@ -351,7 +351,7 @@ def write_run_info(path: Path, run_id: str, **extra: str) -> None:
 
 
 def main() -> None:
-    from ganlab.cli import run_stage
+    from ganlab.core.cli import run_stage
 
     ap = argparse.ArgumentParser(description="Send queued MLflow writes (mlflow-pending/*.json) to the store.")
     ap.add_argument("command", choices=["resend"])

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ganlab.files import atomic_path  # noqa: E402
+from ganlab.core.files import atomic_path  # noqa: E402
 
 
 def tile(images: np.ndarray, rows: int, cols: int | None = None, pad: int = 2, scale: int = 3) -> np.ndarray:
@@ -55,7 +55,7 @@ def history_figures(history: pd.DataFrame) -> dict[str, plt.Figure]:
     ax.legend()
     fig.tight_layout()
     figs["accuracy"] = fig
-    if "frechet_distance" in history:  # scored while training (ganlab.watch): lower is better
+    if "frechet_distance" in history:  # scored while training (ganlab.training.watch): lower is better
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for col, label in (("frechet_distance", "G"), ("frechet_distance_ema", "G's EMA")):
             if col in history:

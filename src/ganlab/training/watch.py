@@ -17,12 +17,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ganlab.classifier import FEATURES
-from ganlab.config import TrainConfig
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import atomic_path
 from ganlab.data import load_split
-from ganlab.evaluate import classifier_score, frechet_distance, modes_covered
-from ganlab.files import atomic_path
-from ganlab.saving import load_model
+from ganlab.evaluation.classifier import FEATURES
+from ganlab.evaluation.evaluate import classifier_score, frechet_distance, modes_covered
+from ganlab.nets.saving import load_model
 
 # History columns, for G and (with `_ema`) its moving average; the best interval is the lowest FD.
 SCORES = ("frechet_distance", "classifier_score", "modes_covered")
@@ -54,7 +54,7 @@ class QualityWatch(keras.callbacks.Callback):
 
     def on_run_start(self, state: dict) -> dict:
         """Take up the best interval of the history a resumed run restored (the weights file kept then).
-        The model is set before this is called (`ganlab.train`)."""
+        The model is set before this is called (`ganlab.training.train`)."""
         gan = self.model
         self.z = np.random.default_rng(self.seed).standard_normal((self.n, gan.z_dim)).astype(np.float32)
         rows = [r for r in state.get("history", []) if BEST in r]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ganlab.specs import MODEL_NAMES
+from ganlab.nets.specs import MODEL_NAMES
 
 
 class ConfigError(ValueError):
@@ -42,8 +42,8 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: Literal[MODEL_NAMES] = "mlp"  # the names of ganlab.specs.SPECS
-    # null means the reference value of the chosen model (ganlab.specs.resolve fills it in).
+    model: Literal[MODEL_NAMES] = "mlp"  # the names of ganlab.nets.specs.SPECS
+    # null means the reference value of the chosen model (ganlab.nets.specs.resolve fills it in).
     iterations: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -73,13 +73,13 @@ class TrainConfig:
     ema: float | None = None
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, one device; the fastest on CPU for the MLPs, slow for convolutions.
-    # auto: the model's fastest (ganlab.backend.choose), or KERAS_BACKEND when the environment sets it.
+    # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
     # Same seed, same weights: TensorFlow's deterministic kernels. null = on for a CPU (where they cost
     # little for these networks), off on a GPU (where they cost speed). XLA on a CPU is deterministic.
     deterministic: bool | None = None
     # G (and its EMA) scored by the classifier at every sample interval on this many samples (0 = off):
-    # FD, classifier score and modes over training (ganlab.watch).
+    # FD, classifier score and modes over training (ganlab.training.watch).
     quality_samples: int = 2000
     # The G the stage outputs: the last one, or the interval's with the lowest quality FD (D stays the last).
     keep: Literal["last", "best"] = "last"

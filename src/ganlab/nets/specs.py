@@ -1,7 +1,7 @@
 """Each architecture's reference settings, from its source, and `resolve`: the one place a `null` is filled.
 
 Imports no Keras, so the `validate` stage and the backend choice can read it before Keras loads.
-The networks themselves are built in `ganlab.models`, one builder pair per name here.
+The networks themselves are built in `ganlab.nets.models`, one builder pair per name here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ganlab.config import TrainConfig
+    from ganlab.core.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
     A null checkpoint_interval is the reference rounded up to a multiple of the sample interval, since
     checkpoints are taken at the end of an interval; a set one that is not a multiple is refused.
     """
-    from ganlab.config import ConfigError
+    from ganlab.core.config import ConfigError
 
     spec = SPECS[cfg.model]
     sample = cfg.sample_interval or spec.sample_interval

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ganlab import gan
-from ganlab.gan import HISTORY_METRICS, bce
+from ganlab.training import gan
+from ganlab.training.gan import HISTORY_METRICS, bce
 
 
 class GAN(gan.GAN):

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from ganlab import gan
-from ganlab.gan import HISTORY_METRICS, bce
+from ganlab.training import gan
+from ganlab.training.gan import HISTORY_METRICS, bce
 
 
 class GAN(gan.GAN):
