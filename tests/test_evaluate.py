@@ -104,3 +104,14 @@ def test_label_agreement_overall_and_per_digit():
     agree = ev.label_agreement(asked, read)
     assert agree["overall"] == pytest.approx(3 / 5)
     assert agree["per_digit"] == {"0": 0.5, "1": 1.0, "2": 0.0}
+
+
+def test_pixel_gap_finds_a_bright_corner_dot_and_only_there():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, -0.9, (200, 28, 28, 1))
+    fakes = real.copy()
+    fakes[:, 26, 26, 0] = 0.5  # a dot near the bottom-right corner in every sample
+    gap = ev.pixel_gap(fakes, real)
+    assert (gap["at_row"], gap["at_col"]) == (26, 26) and gap["max_abs"] > 1.3
+    assert gap["bottom_right_mean_abs"] > 0.1 > max(gap["top_left_mean_abs"], gap["middle_mean_abs"])
+    assert ev.pixel_gap(real, real)["max_abs"] == 0

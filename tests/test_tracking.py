@@ -202,7 +202,7 @@ def test_a_store_copied_from_another_folder_is_refused_before_anything_runs(tmp_
 def test_a_resumed_run_takes_the_name_and_experiment_of_the_attempt_that_finishes(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from ganlab.tracking.runlog import TrainTracking
+    from ganlab.tracking.callback import TrainTracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     device = {"device": "cpu", "precision": "float32"}
@@ -238,3 +238,18 @@ def test_git_info_names_changed_files_whole_and_leaves_out_what_the_pipeline_wri
     (tmp_path / "src.py").write_text("b")
     info = tracking.git_info()
     assert info["git_dirty"] == "true" and info["git_changed"] == "src.py"
+
+
+def test_a_run_is_named_by_model_length_schedule_seed_backend_and_its_dvc_experiment():
+    from ganlab.core.config import Params, TrainConfig, parse_params
+    from ganlab.nets.specs import resolve
+    from ganlab.tracking.naming import logged_params, run_name
+
+    cfg = resolve(TrainConfig(model="dcgan", seed=7), "jax")
+    name = run_name(cfg, None, now=0)
+    assert name.startswith("dcgan-3000it-two_step-seed7-jax ")
+    assert run_name(cfg, "brisk-owl", now=0) == f"brisk-owl ({name})"
+    params: Params = parse_params({"train": {"model": "dcgan"}})
+    logged = logged_params(params, resolve(params.train, "tensorflow"))
+    assert logged["train.iterations"] == "None" and logged["train.resolved.iterations"] == "3000"
+    assert logged["train.resolved.backend"] == "tensorflow" and not any(k.startswith("evaluate.") for k in logged)

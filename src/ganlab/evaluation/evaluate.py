@@ -149,6 +149,21 @@ def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray
     return out
 
 
+def pixel_gap(fakes: np.ndarray, reals: np.ndarray, border: int = 3) -> dict:
+    """Where G's mean image departs from the real one: the per-pixel mean of the fakes minus that of the
+    real images, its largest departure and where, and the mean departure in each corner (a `border`
+    square) against the middle. A padding artefact shows as one corner far above the others."""
+    gap = np.asarray(fakes, np.float64).mean(0)[..., 0] - np.asarray(reals, np.float64).mean(0)[..., 0]
+    r, c = np.unravel_index(np.abs(gap).argmax(), gap.shape)
+    b = border
+    corners = {"top_left": gap[:b, :b], "top_right": gap[:b, -b:], "bottom_left": gap[-b:, :b],
+               "bottom_right": gap[-b:, -b:]}
+    return {"max_abs": round(float(abs(gap[r, c])), 5), "at_row": int(r), "at_col": int(c),
+            "mean_abs": round(float(np.abs(gap).mean()), 5),
+            **{f"{k}_mean_abs": round(float(np.abs(v).mean()), 5) for k, v in corners.items()},
+            "middle_mean_abs": round(float(np.abs(gap[b:-b, b:-b]).mean()), 5)}
+
+
 def interpolate(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> np.ndarray:
     """Points on the straight line from z_a to z_b (inclusive), shape (steps, z_dim)."""
     t = np.linspace(0, 1, steps)[:, None]
@@ -213,9 +228,10 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
     q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed, more)
     metrics = {"confusion": confusion(d_real, d_fake), "quality": q["generated"], "reference": q["real_reference"],
-               "noise": q["noise_reference"]}
+               "noise": q["noise_reference"], "pixel_gap": pixel_gap(fakes, real)}
     if ema is not None:
         metrics["quality_ema"] = q["ema"]
+        metrics["pixel_gap_ema"] = pixel_gap(more["ema"], real)
     if conditional:
         metrics["label_agreement"] = label_agreement(digits, clf.embed(classifier, fakes)[2].argmax(1))
         if ema is not None:

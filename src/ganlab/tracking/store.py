@@ -189,6 +189,12 @@ def ui_advice(experiment_id: str) -> str:
     return f"open {link}" if ui_base() != UI else f"run `make ui`, then open {link}"
 
 
+def run_link(experiment_id: str, run_id: str) -> str:
+    """The run's page and its experiment's, with what to do first when the UI is `make ui`'s."""
+    after = "" if ui_base() != UI else "after `make ui`; "
+    return f"{ui_link(experiment_id, run_id)} ({after}all runs: {ui_link(experiment_id)})"
+
+
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"confusion": {"tp": 1}} -> {"confusion.tp": 1}: MLflow keys for a nested DVC metrics dict."""
     out: dict[str, Any] = {}
