@@ -80,13 +80,14 @@ def test_the_stage_work_on_tiny_models(tmp_path):
     metrics, d_real, d_fake = ev.judge(g, d, build_classifier(), x_train, x_test, cfg, z_dim=8)
     cm = metrics["confusion"]
     assert cm["tp"] + cm["fn"] == 20 and cm["tn"] + cm["fp"] == 20 and d_real.shape == d_fake.shape == (20, 1)
-    assert set(metrics) == {"confusion", "quality", "reference", "noise"}
+    assert set(metrics) == {"confusion", "quality", "reference", "noise", "pixel_gap"}
     assert 0 <= metrics["quality"]["modes_covered"] <= 10 and metrics["quality"]["frechet_distance"] >= 0
     again, _, _ = ev.judge(g, d, build_classifier(), x_train, x_test, cfg, z_dim=8)
     assert again["confusion"] == cm  # same seed, same fakes, same verdicts
     assert "quality_ema" not in metrics
     with_ema, _, _ = ev.judge(g, d, build_classifier(), x_train, x_test, cfg, 8, ema=g)
     assert with_ema["quality_ema"] == with_ema["quality"]  # the same G as its own average: the same z, scores
+    assert with_ema["pixel_gap_ema"] == with_ema["pixel_gap"]
 
     rows = ev.confusion_rows(d_real, d_fake)
     assert list(rows.columns) == ["actual", "predicted"] and len(rows) == 40

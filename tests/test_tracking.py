@@ -121,7 +121,9 @@ def test_nothing_pending_leaves_no_file(tmp_path):
 
 
 def test_flatten_metrics():
-    assert tracking.flatten_metrics({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    from ganlab.core.config import flatten
+
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
 
 
 def test_advice_points_at_the_tracking_server_when_there_is_one(monkeypatch):

@@ -14,6 +14,7 @@ import tensorflow as tf
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.training import train as T
+from ganlab.training.callbacks import Diverged
 from ganlab.training.devices import select_device
 
 from .conftest import ROOT, changed, d_verdicts, stop_at, weights
@@ -128,7 +129,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images
     run(cfg, images, tmp_path, "nan")  # a good run up to 20
     bad = images.copy()
     bad[:] = np.nan
-    with pytest.raises(T.Diverged) as err:
+    with pytest.raises(Diverged) as err:
         run(dataclasses.replace(cfg, iterations=40), bad, tmp_path, "nan")
     msg = str(err.value)
     assert "iteration 30" in msg and "iteration 20" in msg and "\n" not in msg

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ganlab.evaluation.classifier import build_classifier
-from ganlab.training import train as T
+from ganlab.training.callbacks import HISTORY_COLUMNS
 from ganlab.training.watch import QualityWatch
 
 from .test_train import TINY, run, stop_at
@@ -62,4 +62,4 @@ def test_a_resumed_run_scores_as_an_unbroken_one_and_keeps_the_same_best(classif
 
 def test_training_without_a_watch_writes_losses_only(images, tmp_path):
     res = run(dataclasses.replace(TINY, iterations=10), images, tmp_path, "plain")
-    assert list(res.history.columns) == T.HISTORY_COLUMNS
+    assert list(res.history.columns) == HISTORY_COLUMNS

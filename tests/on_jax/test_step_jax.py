@@ -14,6 +14,7 @@ import pytest
 
 from ganlab.core.config import TrainConfig
 from ganlab.training import train as T
+from ganlab.training.callbacks import Diverged
 from ganlab.training.devices import select_device
 
 from ..conftest import changed, d_verdicts, stop_at, weights
@@ -90,7 +91,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(images
     cfg = dataclasses.replace(TINY, iterations=20)
     run(cfg, images, tmp_path, "nan")
     bad = np.full_like(images, np.nan)
-    with pytest.raises(T.Diverged) as err:
+    with pytest.raises(Diverged) as err:
         run(dataclasses.replace(cfg, iterations=40), bad, tmp_path, "nan")
     assert "iteration 30" in str(err.value) and "iteration 20" in str(err.value)
     assert json.loads((tmp_path / "nan/ckpt/state.json").read_text())["iteration"] == 20

@@ -275,13 +275,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
-def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten a (nested) config dataclass into {"section.key": value} for tracking."""
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dataclass or metrics dict as {"section.key": value}: MLflow's params and metrics
+    from what DVC tracks (`{"confusion": {"tp": 1}}` -> `{"confusion.tp": 1}`)."""
+    items = ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)) if dataclasses.is_dataclass(obj) \
+        else obj.items()
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
+    for name, value in items:
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
             out.update(flatten(value, key + "."))
         elif isinstance(value, tuple):
             out[key] = ",".join(map(str, value))

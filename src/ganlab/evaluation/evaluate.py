@@ -18,7 +18,7 @@ import scipy.linalg
 
 from ganlab.core.config import EvaluateConfig
 from ganlab.evaluation import classifier as clf
-from ganlab.nets.models import draw, grid_digits, is_conditional
+from ganlab.nets.models import d_input, draw, grid_digits, is_conditional
 from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -220,7 +220,7 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     more = {"ema": draw(ema, z, digits)} if ema is not None else None
 
     def d_of(images, labels):
-        x = {"image": images, "digit": np.asarray(labels, np.int32).reshape(-1, 1)} if conditional else images
+        x = d_input(images, np.asarray(labels, np.int32).reshape(-1, 1) if conditional else None)
         return _sigmoid(discriminator.predict(x, batch_size=1000, verbose=0))
 
     d_real = d_of(real, None if y_test is None else y_test[:n])

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganlab.core.config import Params
+from ganlab.core.config import Params, flatten
 from ganlab.core.files import write_json
 from ganlab.data import load_split
 from ganlab.evaluation import evaluate as ev
 from ganlab.nets.models import weights_digest
 from ganlab.nets.saving import load_model
-from ganlab.tracking import store as tracking
 from ganlab.tracking.runlog import RunLog
 
 
@@ -48,7 +47,7 @@ def evaluate_stage(params: Params, paths: EvaluatePaths) -> str:
     ev.confusion_rows(d_real, d_fake).to_csv(paths.plots / "confusion.csv", index=False)
 
     run = RunLog.from_file(paths.train / "mlflow_run.json")
-    run.log_metrics(tracking.flatten_metrics(metrics), None, "eval_")
+    run.log_metrics(flatten(metrics), None, "eval_")
     for path in files:
         run.log_artifact(path, "evaluate")
     run.save_pending("evaluate")

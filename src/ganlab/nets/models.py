@@ -192,12 +192,23 @@ def grid_digits(n: int) -> np.ndarray:
     return (np.arange(n) % 10).astype(np.int32).reshape(n, 1)
 
 
+def g_input(z, digits=None):
+    """What G takes: z alone, or with the digits (one per z) for a conditional G, named as its Inputs.
+    (The served model builds the same dict itself: it runs without this package.)"""
+    return z if digits is None else {"z": z, "digit": digits}
+
+
+def d_input(images, digits=None):
+    """What D takes: the images alone, or with their digits for a conditional D, named as its Inputs."""
+    return images if digits is None else {"image": images, "digit": digits}
+
+
 def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None, batch_size: int = 1000):
     """G's images for `z` as a numpy array; a conditional G draws `digits` (by default 0-9 in turn)."""
     if not is_conditional(generator):
         return generator.predict(z, batch_size=batch_size, verbose=0)
     digits = grid_digits(len(z)) if digits is None else np.asarray(digits, np.int32).reshape(-1, 1)
-    return generator.predict({"z": z, "digit": digits}, batch_size=batch_size, verbose=0)
+    return generator.predict(g_input(z, digits), batch_size=batch_size, verbose=0)
 
 
 def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True) -> tuple[keras.Model, keras.Model]:

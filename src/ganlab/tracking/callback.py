@@ -9,9 +9,10 @@ from typing import Any
 import keras
 
 from ganlab.tracking.runlog import RunLog, write_run_info
+from ganlab.training.callbacks import RunCallback
 
 
-class TrainTracking(keras.callbacks.Callback):
+class TrainTracking(RunCallback):
     """The train stage's MLflow side as a training callback: one run per model, re-opened on resume."""
 
     def __init__(self, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str],

@@ -10,7 +10,6 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -193,17 +192,6 @@ def run_link(experiment_id: str, run_id: str) -> str:
     """The run's page and its experiment's, with what to do first when the UI is `make ui`'s."""
     after = "" if ui_base() != UI else "after `make ui`; "
     return f"{ui_link(experiment_id, run_id)} ({after}all runs: {ui_link(experiment_id)})"
-
-
-def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"confusion": {"tp": 1}} -> {"confusion.tp": 1}: MLflow keys for a nested DVC metrics dict."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            out.update(flatten_metrics(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def main() -> None:

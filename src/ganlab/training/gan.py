@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from ganlab.nets.models import grid_digits
+from ganlab.nets.models import d_input, g_input, grid_digits
 
 HISTORY_METRICS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
 
@@ -110,10 +110,10 @@ class GAN(keras.Model):
         return self.g_optimizer.iterations
 
     def g_inputs(self, z, digits):
-        return {"z": z, "digit": digits} if self.conditional else z
+        return g_input(z, digits if self.conditional else None)
 
     def d_inputs(self, images, digits):
-        return {"image": images, "digit": digits} if self.conditional else images
+        return d_input(images, digits if self.conditional else None)
 
     def call(self, z, training=False):
         return self.generate(z, training=training)

@@ -2,9 +2,8 @@
 
 The loop itself is the backend's (`GAN.run`: Keras' `fit()` on TensorFlow, a
 `jax.jit` loop on JAX); one Keras epoch is one `sample_interval`. Side jobs (history, grids, checkpoints,
-tracking, the progress bar) are Keras callbacks. A callback may also define
-`on_run_start(state) -> state` (called once the checkpoint state is known; what it
-adds is checkpointed) and `on_interval(row, grid_png)` (the end of each interval).
+tracking, the progress bar) are Keras callbacks (`ganlab.training.callbacks`); a `RunCallback` also
+hears of the run's start and of each interval's end.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -26,25 +24,18 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.nets import models
 from ganlab.nets.specs import SPECS, resolve
 from ganlab.report.plots import save_grid
+from ganlab.training.callbacks import HISTORY_COLUMNS, IntervalCallback, ProgressBar, RunCallback
 from ganlab.training.checkpoints import CHECKPOINT_FORMAT, Checkpoints
 from ganlab.training.devices import select_device
-from ganlab.training.gan import GAN, HISTORY_METRICS
+from ganlab.training.gan import GAN
 
 log = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = ["iteration", *HISTORY_METRICS]
-
-
-
-class Diverged(StageError):
-    """A loss became NaN or infinite."""
 
 
 def resolved(cfg: TrainConfig) -> TrainConfig:
@@ -109,84 +100,6 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
     return gan
 
 
-# ---------------------------------------------------------------- callbacks
-
-
-class IntervalCallback(keras.callbacks.Callback):
-    """At the end of each sample interval: record history, save the grid, check for NaN, checkpoint."""
-
-    def __init__(self, cfg: TrainConfig, history: list[dict], fixed_z: np.ndarray, samples_dir: Path,
-                 checkpoints: Checkpoints, state: dict, listeners: list[keras.callbacks.Callback]):
-        super().__init__()
-        self.cfg, self.history, self.fixed_z = cfg, history, fixed_z
-        self.samples_dir, self.checkpoints, self.state = samples_dir, checkpoints, state
-        self.listeners = listeners
-        self.last_good = state.get("last_checkpoint", 0)
-        self.prior_seconds = state.get("train_seconds", 0.0)
-        self.t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        it = int(self.model.iteration.numpy())
-        row = {"iteration": it, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:]}}
-        if not all(math.isfinite(v) for v in row.values()):
-            self.model.stop_training = True
-            bad = ", ".join(k for k, v in row.items() if not math.isfinite(v))
-            raise Diverged(
-                f"training diverged near iteration {it} ({bad} not finite); the last good checkpoint "
-                f"(iteration {self.last_good}) is kept in {self.checkpoints.folder}; "
-                "lower train.learning_rate or change train.seed, then re-run"
-            )
-        self.history.append(row)
-        grid = save_grid(keras.ops.convert_to_numpy(self.model.generate(self.fixed_z)), self.cfg.grid_size,
-                         self.samples_dir / f"iter_{it:06d}.png")
-        for cb in self.listeners:
-            cb.on_interval(row, grid)
-        if it % self.cfg.checkpoint_interval == 0 or it >= self.cfg.iterations:
-            self.save(it)
-
-    def save(self, it: int) -> None:
-        self.last_good = it
-        self.state["last_checkpoint"] = it
-        # Training time across every resumed segment, so iterations/s stays honest after a resume.
-        self.state["train_seconds"] = self.prior_seconds + time.perf_counter() - self.t0
-        self.state["history"] = self.history
-        self.checkpoints.save(it, self.state, self.samples_dir)
-
-
-class ProgressBar(keras.callbacks.Callback):
-    """One bar for the whole run (not one per interval) with it/s and the current losses."""
-
-    def __init__(self, total: int, start: int, every: int = 50):
-        super().__init__()
-        self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, mininterval=0.5,
-                        disable=None if os.environ.get("GANLAB_PROGRESS") != "1" else False)
-        self.every = every
-        self.pending = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        # With steps_per_execution > 1, Keras calls this once per compiled call.
-        self.pending += self.model.steps_per_execution
-        if self.pending >= self.every:
-            self.bar.update(self.pending)
-            self.pending = 0
-            if logs:
-                self.bar.set_postfix(d_loss=f"{float(logs['d_loss']):.3f}", g_loss=f"{float(logs['g_loss']):.3f}",
-                                     refresh=False)
-
-    def on_epoch_end(self, epoch, logs=None):
-        # No terminal (CI, a log file): one line per interval instead of a bar.
-        if self.bar.disable and logs:
-            it = int(self.model.iteration.numpy())
-            log.info("iteration %d/%d  d_loss %.3f  g_loss %.3f  D acc real %.2f fake %.2f", it, self.bar.total,
-                     float(logs["d_loss"]), float(logs["g_loss"]), float(logs["d_acc_real"]),
-                     float(logs["d_acc_fake"]))
-
-    def close(self) -> None:
-        self.bar.update(self.pending)
-        self.pending = 0
-        self.bar.close()
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -232,7 +145,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
     chief = device["chief"]
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="ganlab-worker-"))
     if not chief:  # the other workers of a multi-worker run track nothing
-        callbacks = tuple(cb for cb in callbacks if not hasattr(cb, "on_run_start"))
+        callbacks = tuple(cb for cb in callbacks if not isinstance(cb, RunCallback))
     try:
         return _train(cfg, gan, strategy, device, fp, (images, labels), samples_dir if chief else scratch / "samples",
                       Checkpoints(gan, ckpt_dir, scratch and scratch / "ckpt"), callbacks)
@@ -258,7 +171,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     state = {**state, "device": device}
     for cb in callbacks:
         cb.set_model(gan)  # before on_run_start, which may read the restored model
-        if hasattr(cb, "on_run_start"):
+        if isinstance(cb, RunCallback):
             state = cb.on_run_start(state)
     samples_dir.mkdir(parents=True, exist_ok=True)
     # DVC deletes the outputs, grids included, before it re-runs the stage that resumes: take them back.
@@ -272,7 +185,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         # Stopped right at an interval's end, before its grid was drawn: G is as it was then.
         save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state,
-                                   [cb for cb in callbacks if hasattr(cb, "on_interval")])
+                                   [cb for cb in callbacks if isinstance(cb, RunCallback)])
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
     try:

@@ -23,13 +23,14 @@ from ganlab.data import load_split
 from ganlab.evaluation.classifier import FEATURES
 from ganlab.evaluation.evaluate import classifier_score, frechet_distance, modes_covered
 from ganlab.nets.saving import load_model
+from ganlab.training.callbacks import RunCallback
 
 # History columns, for G and (with `_ema`) its moving average; the best interval is the lowest FD.
 SCORES = ("frechet_distance", "classifier_score", "modes_covered")
 BEST = "frechet_distance"
 
 
-class QualityWatch(keras.callbacks.Callback):
+class QualityWatch(RunCallback):
     """Adds G's scores to each interval's history row (so MLflow, history.csv and the checkpoint get
     them), and keeps the weights of the best-scoring G in `folder`."""
 

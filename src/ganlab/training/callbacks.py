@@ -1,0 +1,115 @@
+"""The callbacks around `GAN.run`: a declared interface for the run's own hooks, the interval's work
+(history, grid, NaN check, checkpoint) and one progress bar for the whole run."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from ganlab.core.config import TrainConfig
+from ganlab.core.files import StageError
+from ganlab.report.plots import save_grid
+from ganlab.training.checkpoints import Checkpoints
+from ganlab.training.gan import HISTORY_METRICS
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["iteration", *HISTORY_METRICS]
+
+
+class Diverged(StageError):
+    """A loss became NaN or infinite."""
+
+
+class RunCallback(keras.callbacks.Callback):
+    """A Keras callback that also hears of the run: `on_run_start` once the checkpoint state is known (what
+    it returns is checkpointed; the model is set by then), and `on_interval` at the end of each interval
+    with its history row (which it may add to) and grid. Only the chief of a multi-worker run has them."""
+
+    def on_run_start(self, state: dict) -> dict:
+        return state
+
+    def on_interval(self, row: dict, grid: Path) -> None:
+        pass
+
+
+class IntervalCallback(keras.callbacks.Callback):
+    """At the end of each sample interval: record history, save the grid, check for NaN, checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, history: list[dict], fixed_z: np.ndarray, samples_dir: Path,
+                 checkpoints: Checkpoints, state: dict, listeners: list[RunCallback]):
+        super().__init__()
+        self.cfg, self.history, self.fixed_z = cfg, history, fixed_z
+        self.samples_dir, self.checkpoints, self.state = samples_dir, checkpoints, state
+        self.listeners = listeners
+        self.last_good = state.get("last_checkpoint", 0)
+        self.prior_seconds = state.get("train_seconds", 0.0)
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        it = int(self.model.iteration.numpy())
+        row = {"iteration": it, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:]}}
+        if not all(math.isfinite(v) for v in row.values()):
+            self.model.stop_training = True
+            bad = ", ".join(k for k, v in row.items() if not math.isfinite(v))
+            raise Diverged(
+                f"training diverged near iteration {it} ({bad} not finite); the last good checkpoint "
+                f"(iteration {self.last_good}) is kept in {self.checkpoints.folder}; "
+                "lower train.learning_rate or change train.seed, then re-run"
+            )
+        self.history.append(row)
+        grid = save_grid(keras.ops.convert_to_numpy(self.model.generate(self.fixed_z)), self.cfg.grid_size,
+                         self.samples_dir / f"iter_{it:06d}.png")
+        for cb in self.listeners:
+            cb.on_interval(row, grid)
+        if it % self.cfg.checkpoint_interval == 0 or it >= self.cfg.iterations:
+            self.save(it)
+
+    def save(self, it: int) -> None:
+        self.last_good = it
+        self.state["last_checkpoint"] = it
+        # Training time across every resumed segment, so iterations/s stays honest after a resume.
+        self.state["train_seconds"] = self.prior_seconds + time.perf_counter() - self.t0
+        self.state["history"] = self.history
+        self.checkpoints.save(it, self.state, self.samples_dir)
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One bar for the whole run (not one per interval) with it/s and the current losses."""
+
+    def __init__(self, total: int, start: int, every: int = 50):
+        super().__init__()
+        self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, mininterval=0.5,
+                        disable=None if os.environ.get("GANLAB_PROGRESS") != "1" else False)
+        self.every = every
+        self.pending = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution > 1, Keras calls this once per compiled call.
+        self.pending += self.model.steps_per_execution
+        if self.pending >= self.every:
+            self.bar.update(self.pending)
+            self.pending = 0
+            if logs:
+                self.bar.set_postfix(d_loss=f"{float(logs['d_loss']):.3f}", g_loss=f"{float(logs['g_loss']):.3f}",
+                                     refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # No terminal (CI, a log file): one line per interval instead of a bar.
+        if self.bar.disable and logs:
+            it = int(self.model.iteration.numpy())
+            log.info("iteration %d/%d  d_loss %.3f  g_loss %.3f  D acc real %.2f fake %.2f", it, self.bar.total,
+                     float(logs["d_loss"]), float(logs["g_loss"]), float(logs["d_acc_real"]),
+                     float(logs["d_acc_fake"]))
+
+    def close(self) -> None:
+        self.bar.update(self.pending)
+        self.pending = 0
+        self.bar.close()
