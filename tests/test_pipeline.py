@@ -361,14 +361,15 @@ def test_plots_page_works_offline(project, repro, tmp_path):
     assert "https://cdn.jsdelivr.net" not in page
     for name in plotspage.PACKAGES:
         assert f"/* {name} */" in page
-    # Two top-level plots (loss, accuracy) and the confusion matrix; no third, default history chart.
-    assert len(re.findall(r"vegaEmbed\('#", page)) == 3, re.findall(r"vegaEmbed\('#\w+", page)
+    # Three top-level plots (loss, accuracy, quality over training) and the confusion matrix; no
+    # default chart of every history column.
+    assert len(re.findall(r"vegaEmbed\('#", page)) == 4, re.findall(r"vegaEmbed\('#\w+", page)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser:  # Debian's `chromium`, where installed: the charts really draw, with no network at all
         dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                               "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "plots/index.html").as_uri()],
                              capture_output=True, text=True, timeout=120).stdout
-        assert dom.count('class="marks"') == 3, "Vega drew fewer than the three charts"
+        assert dom.count('class="marks"') == 4, "Vega drew fewer than the four charts"
 
 
 def test_the_committed_dvc_lock_matches_the_code():
