@@ -50,25 +50,33 @@ def test_repro_writes_every_output_and_is_idempotent(project, repro):
 
 
 def _project_imports(path, seen: set) -> set:
-    """Files of src/ganlab that `path` imports, directly or through other project modules."""
+    """Files of src/ganlab that `path` imports, directly or through other project modules, with the
+    `__init__.py` of every package on the way (importing a module runs them)."""
     import ast
+
+    def module_file(name: str):
+        base = ROOT / "src" / name.replace(".", "/")
+        return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()), None)
 
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ganlab"):
-            names = [node.module] if node.module != "ganlab" else [f"ganlab.{a.name}" for a in node.names]
+            # `from ganlab.pkg import module` imports the module; `from ganlab.pkg.module import name` the module.
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("ganlab.")]
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
               and isinstance(node.args[0], ast.JoinedStr)):
-            # importlib.import_module(f"ganlab.step_{backend}"): every module the prefix can name.
-            prefix = node.args[0].values[0].value
-            names = [f"ganlab.{f.stem}" for f in (ROOT / "src/ganlab").glob(prefix.split(".", 1)[1] + "*.py")]
+            # importlib.import_module(f"ganlab.training.step_{backend}"): every module the prefix can name.
+            package, _, stem = node.args[0].values[0].value.rpartition(".")
+            names = [f"{package}.{f.stem}" for f in (ROOT / "src" / package.replace(".", "/")).glob(stem + "*.py")]
         for name in names:
-            f = ROOT / "src" / (name.replace(".", "/") + ".py")
-            if f.exists() and f not in seen:
-                seen.add(f)
-                _project_imports(f, seen)
+            parts = name.split(".")
+            for i in range(2, len(parts) + 1):  # ganlab.pkg/__init__.py, then ganlab.pkg.module
+                f = module_file(".".join(parts[:i]))
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    _project_imports(f, seen)
     return seen
 
 
