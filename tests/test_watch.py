@@ -63,3 +63,15 @@ def test_a_resumed_run_scores_as_an_unbroken_one_and_keeps_the_same_best(classif
 def test_training_without_a_watch_writes_losses_only(images, tmp_path):
     res = run(dataclasses.replace(TINY, iterations=10), images, tmp_path, "plain")
     assert list(res.history.columns) == HISTORY_COLUMNS
+
+
+def test_a_run_resumed_with_a_watch_keeps_its_unscored_past_and_scores_the_rest(classifier, images, tmp_path):
+    from ganlab.report.plots import history_figures
+
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, images, tmp_path, "cut", callbacks=(stop_at(25),))  # no watch: rows 10 and 20 unscored
+    w = watch(classifier, images, tmp_path / "cut" / "ckpt")
+    res = run(CFG, images, tmp_path, "cut", callbacks=(w,))
+    assert list(res.history.iteration) == [10, 20, 30, 40]
+    assert res.history["frechet_distance"].isna().tolist() == [True, True, False, False]
+    assert w.summary(40)["best_iteration"] in (30, 40) and "quality" in history_figures(res.history)

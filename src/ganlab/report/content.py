@@ -236,5 +236,6 @@ def quality_section(m_train: dict, train_dir: Path) -> Section:
              + f" Scoring took {m_train.get('quality_seconds', 0):.1f} s of the run's "
                f"{m_train.get('train_seconds', 0):.0f} s. These figures use fewer samples than the table below "
                "(the Fréchet distance reads higher with fewer): they compare iterations of this run.")
+    curve = train_dir / "quality.png"  # none when no interval of the history was scored
     return Section("Sample quality over training",
-                   [("p", words), ("img", train_dir / "quality.png", "Fréchet distance per interval")])
+                   [("p", words)] + ([("img", curve, "Fréchet distance per interval")] if curve.exists() else []))

@@ -55,7 +55,8 @@ def history_figures(history: pd.DataFrame) -> dict[str, plt.Figure]:
     ax.legend()
     fig.tight_layout()
     figs["accuracy"] = fig
-    if "frechet_distance" in history:  # scored while training (ganlab.training.watch): lower is better
+    # Scored while training (ganlab.training.watch; lower is better): not in a resumed run's unscored past.
+    if "frechet_distance" in history and history["frechet_distance"].notna().any():
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for col, label in (("frechet_distance", "G"), ("frechet_distance_ema", "G's EMA")):
             if col in history:

@@ -211,8 +211,8 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     seconds = interval_cb.prior_seconds + time.perf_counter() - interval_cb.t0
     done = int(gan.iteration.numpy())
     # The losses, then what callbacks added to each row (G's quality scores, `ganlab.training.watch`).
-    hist = pd.DataFrame(history, columns=HISTORY_COLUMNS + [k for k in (history[0] if history else {})
-                                                           if k not in HISTORY_COLUMNS])
+    extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_COLUMNS))
+    hist = pd.DataFrame(history, columns=HISTORY_COLUMNS + extra)
     last = hist.iloc[-1] if len(hist) else pd.Series(dtype=float)
     metrics = {
         "iterations": int(gan.iteration.numpy()),

@@ -34,14 +34,17 @@ class QualityWatch(RunCallback):
     """Adds G's scores to each interval's history row (so MLflow, history.csv and the checkpoint get
     them), and keeps the weights of the best-scoring G in `folder`."""
 
-    def __init__(self, classifier: keras.Model, test_images: np.ndarray, n: int, seed: int, folder: Path,
-                 checkpoint_interval: int):
+    def __init__(self, classifier: keras.Model | Path, test_images: np.ndarray | Path, n: int, seed: int,
+                 folder: Path, checkpoint_interval: int):
+        """`classifier` as a model or its `.keras` file, `test_images` as an array or the prepared data's
+        folder; files are read at the run's start, once the device is chosen (multi-worker TensorFlow
+        must start its runtime before anything runs a model)."""
         super().__init__()
+        self.classifier, self.test_images = classifier, test_images
         self.checkpoint_interval = checkpoint_interval
-        self.features = keras.Model(classifier.inputs,
-                                    [classifier.get_layer(FEATURES).output, classifier.outputs[0]])
         self.n, self.seed, self.folder = n, seed, folder
-        self.ref, _ = self._embed(np.asarray(test_images, np.float32))
+        self.features: keras.Model | None = None
+        self.ref: np.ndarray | None = None
         self.z: np.ndarray | None = None  # drawn at the run's start, when z's width is known
         self.best: dict | None = None  # {"iteration", "frechet_distance"}
         # The best as of the last checkpoint: its file stays until a later checkpoint names another, so
@@ -53,19 +56,26 @@ class QualityWatch(RunCallback):
         feats, probs = self.features.predict(images, batch_size=1000, verbose=0)
         return feats.astype(np.float64), probs.astype(np.float64)
 
+    def _load(self) -> None:
+        clf = load_model(self.classifier) if isinstance(self.classifier, Path) else self.classifier
+        test = load_split(self.test_images, "test")[0] if isinstance(self.test_images, Path) else self.test_images
+        self.features = keras.Model(clf.inputs, [clf.get_layer(FEATURES).output, clf.outputs[0]])
+        self.ref, _ = self._embed(np.asarray(test, np.float32))
+
     def on_run_start(self, state: dict) -> dict:
         """Take up the best interval of the history a resumed run restored (the weights file kept then).
         The model is set before this is called (`ganlab.training.train`)."""
         gan = self.model
+        if self.features is None:
+            self._load()
         self.z = np.random.default_rng(self.seed).standard_normal((self.n, gan.z_dim)).astype(np.float32)
-        rows = [r for r in state.get("history", []) if BEST in r]
         start = int(gan.iteration.numpy())
-        rows = [r for r in rows if r["iteration"] <= start]
-        self.best = None
-        if rows:
-            row = min(rows, key=lambda r: r[BEST])
-            if self._path(row["iteration"]).exists():
-                self.best = {"iteration": row["iteration"], BEST: row[BEST]}
+        rows = sorted((r for r in state.get("history", []) if BEST in r and r["iteration"] <= start),
+                      key=lambda r: r[BEST])
+        # The best scored interval whose weights are on disk: a run stopped while it scored an interval
+        # may have checkpointed that interval's score without its file.
+        row = next((r for r in rows if self._path(r["iteration"]).exists()), None)
+        self.best = row and {"iteration": row["iteration"], BEST: row[BEST]}
         self.checkpointed_best = self.best and self.best["iteration"]
         for path in self.folder.glob("best-*.npz"):  # a later best, from the part of the run lost
             if not self.best or path != self._path(self.best["iteration"]):
@@ -135,6 +145,4 @@ def quality_watch(classifier: Path | None, data: Path, cfg: TrainConfig, folder:
     images in `data`, the best G kept in `folder`; none without a classifier or with quality_samples 0."""
     if classifier is None or not cfg.quality_samples:
         return ()
-    test_images, _ = load_split(data, "test")
-    return (QualityWatch(load_model(classifier), test_images, cfg.quality_samples, cfg.seed, folder,
-                         cfg.checkpoint_interval),)
+    return (QualityWatch(classifier, data, cfg.quality_samples, cfg.seed, folder, cfg.checkpoint_interval),)
