@@ -118,7 +118,8 @@ def make_in(target: str, **variables: str) -> list[str]:
     return ["make", "-o", str(venv / ".installed"), target, f"VENV={venv}", *(f"{k}={v}" for k, v in variables.items())]
 SMALL = {
     "prepare": {"source": "package"},
-    "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10},
+    "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10,
+              "quality_samples": 500},
     "classifier": {"epochs": 1, "n_train": 2000},
     "evaluate": {"n_samples": 300},
 }
