@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2
 
 
+def save_variables(path: Path, parts: dict[str, list]) -> None:
+    """Every variable of `parts` in one `.npz` (keys `<part>/<index>`), which either backend reads,
+    written whole or not at all."""
+    arrays = {f"{part}/{i}": keras.ops.convert_to_numpy(v.value)
+              for part, variables in parts.items() for i, v in enumerate(variables)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
 class Checkpoints:
     """Weights, optimiser state and the run's bookkeeping, in a folder that survives re-runs.
 
@@ -53,11 +62,7 @@ class Checkpoints:
                     shutil.copy2(grid, kept / grid.name)
         # Weights first, then the state that points at them: a crash between leaves the old pair.
         name = f"ckpt-{iteration}.npz"
-        arrays = {f"{part}/{i}": keras.ops.convert_to_numpy(v.value)
-                  for part, variables in self.gan.checkpointed().items() for i, v in enumerate(variables)}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        save_variables(self.folder / name, self.gan.checkpointed())
         write_json(self.state_path, {**state, "iteration": iteration, "checkpoint": name})
         for old in sorted(self.folder.glob("ckpt-*.npz"), key=lambda p: int(p.stem[5:]))[:-self.keep]:
             old.unlink()

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 
 from ganlab.core.config import TrainConfig
-from ganlab.core.files import atomic_path
 from ganlab.data import load_split
 from ganlab.evaluation.classifier import FEATURES
 from ganlab.evaluation.evaluate import classifier_score, frechet_distance, modes_covered
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
+from ganlab.training.checkpoints import save_variables
 
 # History columns, for G and (with `_ema`) its moving average; the best interval is the lowest FD.
 SCORES = ("frechet_distance", "classifier_score", "modes_covered")
@@ -108,9 +108,7 @@ class QualityWatch(RunCallback):
 
     def _keep(self, iteration: int, value: float) -> None:
         path = self._path(iteration)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"{i}/{j}": keras.ops.convert_to_numpy(w.value)
-                           for i, net in enumerate(self._nets()) for j, w in enumerate(net.weights)})
+        save_variables(path, self._parts())
         self.best = {"iteration": iteration, BEST: value}
         for old in self.folder.glob("best-*.npz"):
             if old not in (path, self.checkpointed_best and self._path(self.checkpointed_best)):
@@ -121,14 +119,17 @@ class QualityWatch(RunCallback):
         if self.best is None:
             return None
         with np.load(self._path(self.best["iteration"])) as saved:
-            for i, net in enumerate(self._nets()):
-                for j, w in enumerate(net.weights):
-                    w.assign(saved[f"{i}/{j}"])
+            for part, variables in self._parts().items():
+                for k, var in enumerate(variables):
+                    var.assign(saved[f"{part}/{k}"])
         return self.best["iteration"]
 
-    def _nets(self) -> list[keras.Model]:
+    def _parts(self) -> dict[str, list]:
         gan = self.model
-        return [gan.generator] + ([gan.generator_ema] if gan.generator_ema is not None else [])
+        parts = {"generator": gan.generator.weights}
+        if gan.generator_ema is not None:
+            parts["generator_ema"] = gan.generator_ema.weights
+        return parts
 
     def summary(self, last_iteration: int) -> dict:
         """The metrics train.json gets: best interval, its FD, and the time scoring took."""
