@@ -170,8 +170,10 @@ def test_batch_larger_than_the_data_is_one_line(images, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path):
-    """The real train CLI as two MultiWorkerMirroredStrategy workers configured by TF_CONFIG."""
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(backend, tmp_path):
+    """The real train CLI as two workers: MultiWorkerMirroredStrategy configured by TF_CONFIG on TensorFlow,
+    jax.distributed (two processes, CPU collectives over Gloo) configured by keras.distribution's variables."""
     import json
     import os
 
@@ -189,15 +191,24 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
     (data / "data.json").write_text(json.dumps({"data_hash": "h", "counts": {"train": 64}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {
         "strategy": "multi_worker", "iterations": 10, "sample_interval": 5, "checkpoint_interval": 5,
-        "batch_size": 16, "width": 0.25, "steps_per_execution": 5}}))
+        "batch_size": 16, "width": 0.25, "steps_per_execution": 5, "backend": backend, "ema": 0.9}}))
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    if backend == "tensorflow":  # TensorFlow keeps G's EMA on one device only
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        params["train"]["ema"] = None
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     store = f"sqlite:///{tmp_path}/mlflow.db"
     procs = []
     for index in (0, 1):
         cwd = tmp_path / f"w{index}"  # each worker in its own folder, as on two machines
         cwd.mkdir()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": store,
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+        env.pop("KERAS_BACKEND", None)  # params.yaml chooses
+        if backend == "tensorflow":
+            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        else:
+            env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=",".join(cluster["worker"]),
+                       KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(index))
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "pipeline/train.py"), "--params", str(tmp_path / "params.yaml"),
              "--data", str(data), "--out", "out",
@@ -216,8 +227,9 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(tmp_path
     assert list(worker.rglob("*")) == [], "a non-chief worker wrote outputs"
     mlflow.set_tracking_uri(store)
     runs = mlflow.search_runs(search_all_experiments=True)
-    assert len(runs) == 1 and runs["tags.strategy"][0] == "MultiWorkerMirroredStrategy"
-    assert runs["tags.replicas"][0] == "2"
+    want = "MultiWorkerMirroredStrategy" if backend == "tensorflow" else "DataParallel"
+    assert len(runs) == 1 and runs["tags.strategy"][0] == want and runs["tags.backend"][0] == backend
+    assert runs["tags.replicas"][0] == "2" and runs["tags.workers"][0] == "2"
 
 
 @pytest.mark.parametrize("model, want", [("mlp", (20_000, 1_000, 1_000, 128)), ("mlp_bn", (30_000, 1_000, 1_000, 128)),

@@ -72,7 +72,7 @@ class TrainConfig:
     # Decay of an exponential moving average of G's weights, kept beside G (null = off).
     ema: float | None = None
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
-    # jax: its own compiled loop, one device; the fastest on CPU for the MLPs, slow for convolutions.
+    # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
     # Same seed, same weights: TensorFlow's deterministic kernels. null = on for a CPU (where they cost
@@ -120,11 +120,9 @@ class TrainConfig:
         if self.ema is not None:
             _check(0 < self.ema < 1, "train.ema", self.ema, "null (off) or a decay in (0, 1), e.g. 0.999")
         if self.backend == "jax":
-            # The JAX step does no loss scaling, and tf.distribute is TensorFlow's.
+            # The JAX step does no loss scaling.
             _check(self.mixed_precision != "float16", "train.mixed_precision", self.mixed_precision,
                    "auto, off or bfloat16 with train.backend: jax (float16 needs loss scaling)")
-            _check(self.strategy in ("auto", "one_device"), "train.strategy", self.strategy,
-                   "auto or one_device with train.backend: jax (JAX trains on one device)")
 
 
 @dataclass(frozen=True)

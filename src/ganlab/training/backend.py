@@ -15,18 +15,26 @@ from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.nets.specs import SPECS
 
+JAX_CLUSTER = "KERAS_DISTRIBUTION_JOB_ADDRESSES"  # JAX's counterpart of TF_CONFIG (keras.distribution.initialize)
+
 
 def choose(cfg: TrainConfig) -> str:
     """The backend `cfg` trains on: an explicit `train.backend` as it is; for `auto`, a KERAS_BACKEND set in
-    the environment, else TensorFlow where only it can run the settings (a tf.distribute strategy,
-    float16's loss scaling), else the model's fastest."""
+    the environment, else TensorFlow where only it can run the settings (float16's loss scaling) or where a
+    multi-worker run's cluster is a TF_CONFIG, else the model's fastest. Every strategy runs on both."""
     if cfg.backend != "auto":
         return cfg.backend
-    needs_tf = cfg.strategy in ("mirrored", "multi_worker") or cfg.mixed_precision == "float16"
+    # A multi-worker run follows the cluster the environment describes: TF_CONFIG is TensorFlow's.
+    tf_cluster = cfg.strategy == "multi_worker" and "TF_CONFIG" in os.environ and JAX_CLUSTER not in os.environ
+    needs_tf = cfg.mixed_precision == "float16" or tf_cluster
     env = os.environ.get("KERAS_BACKEND")
     if env == "jax" and needs_tf:
-        raise StageError(f"KERAS_BACKEND=jax, but train.strategy: {cfg.strategy} with train.mixed_precision: "
-                         f"{cfg.mixed_precision} runs on TensorFlow only; unset KERAS_BACKEND or change them")
+        raise StageError("KERAS_BACKEND=jax, but train.mixed_precision: float16 runs on TensorFlow only; "
+                         "unset KERAS_BACKEND or use train.mixed_precision: bfloat16")
+    if env == "jax" and tf_cluster:
+        raise StageError("KERAS_BACKEND=jax, but the multi-worker cluster is a TF_CONFIG (TensorFlow's); set "
+                         f"{JAX_CLUSTER}, KERAS_DISTRIBUTION_NUM_PROCESSES and _PROCESS_ID instead, or unset "
+                         "KERAS_BACKEND")
     if env in ("tensorflow", "jax"):
         return env
     return "tensorflow" if needs_tf else SPECS[cfg.model].fastest_backend

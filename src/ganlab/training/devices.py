@@ -5,22 +5,27 @@ bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags), b
 models whose benchmark gained from it (`ModelSpec.cpu_bf16`). Everywhere else it is float32, so a
 CPU without bf16 is never slowed down and the book's MLP keeps its numerics.
 
-The strategies are TensorFlow's `tf.distribute`; on JAX training runs on one device (the first GPU,
-else the CPU), and float16 is refused there because the JAX step does no loss scaling: on a GPU,
-`auto` gives bfloat16 instead, which needs none.
+On TensorFlow the strategies are `tf.distribute`'s. On JAX they are a `Replicas`: one device, or
+data-parallel over a mesh of devices (`mirrored`, and `auto` when there are several local devices; all
+processes' devices with `multi_worker`, started by `keras.distribution.initialize` from its environment
+variables). float16 is refused on JAX because its step does no loss scaling: on a GPU, `auto` gives
+bfloat16 instead, which needs none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import keras
+import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.core.hardware import cpu_info, onednn_state
 from ganlab.nets.specs import SPECS
+from ganlab.training.backend import JAX_CLUSTER
 
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -40,13 +45,59 @@ def choose_precision(cfg: TrainConfig, gpu_capabilities: list[tuple[int, int]], 
     return "float32"
 
 
-class OneDevice:
-    """What `make_gan` needs of a strategy, on JAX: arrays live on JAX's default device."""
+class Replicas:
+    """What `make_gan` needs of a strategy, on JAX: the devices the step runs on.
 
-    num_replicas_in_sync = 1
+    With one device the arrays stay where JAX puts them. With several, every variable is replicated
+    on a one-axis mesh and each iteration's batch (its indices, noise and digits) is split along it;
+    `jax.jit` partitions the step from those two shardings (GSPMD), so gradients, BatchNorm's batch
+    statistics and the losses are those of the whole global batch, as on one device. The step is a pure
+    function over explicit arrays rather than `fit()`, so it places them itself instead of through
+    `keras.distribution`, whose layouts apply to variables as they are created and to `fit()`'s data.
+    """
+
+    def __init__(self, devices: list | None = None):
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        self.devices = devices or [jax.devices()[0]]
+        self.num_replicas_in_sync = len(self.devices)
+        self.mesh = Mesh(np.array(self.devices), ("batch",)) if len(self.devices) > 1 else None
+        if self.mesh is not None:
+            self.replicated = NamedSharding(self.mesh, PartitionSpec())
+            self.batch = NamedSharding(self.mesh, PartitionSpec("batch"))
 
     def scope(self):
         return contextlib.nullcontext()
+
+    def replicate(self, tree):
+        """`tree`'s arrays as one copy on every device of the mesh (every process passes the same values)."""
+        import jax
+
+        if self.mesh is None:
+            return jax.tree.map(jax.numpy.asarray, tree)
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), tree)
+
+    def split(self, x):
+        """Inside the step: `x`'s first axis (the batch) divided among the devices."""
+        import jax
+
+        return x if self.mesh is None else jax.lax.with_sharding_constraint(x, self.batch)
+
+    def local(self, tree):
+        """A replicated array as an array of this process (its first device's copy), for Keras and numpy."""
+        import jax
+
+        if self.mesh is None:
+            return tree
+        return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+    def jit(self, fn):
+        """`fn` compiled for these devices: its outputs replicated, as its state arrives."""
+        import jax
+
+        return jax.jit(fn) if self.mesh is None else jax.jit(fn, out_shardings=self.replicated)
 
 
 def select_device(cfg: TrainConfig):
@@ -56,17 +107,35 @@ def select_device(cfg: TrainConfig):
     return _select_tensorflow(cfg)
 
 
-def _select_jax(cfg: TrainConfig) -> tuple[OneDevice, dict[str, Any]]:
+def _select_jax(cfg: TrainConfig) -> tuple[Replicas, dict[str, Any]]:
     import jax
 
-    # TrainConfig.validate refuses float16 and the tf.distribute strategies with backend jax.
-    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    # TrainConfig.validate refuses float16 with backend jax.
+    if cfg.strategy == "multi_worker" and not jax.distributed.is_initialized():
+        if not os.environ.get(JAX_CLUSTER):
+            raise StageError(f"train.strategy multi_worker on JAX needs {JAX_CLUSTER} (the coordinator's "
+                             "host:port), KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID in "
+                             "the environment (TF_CONFIG is TensorFlow's: train.backend: tensorflow); see the "
+                             "README's 'Scaling up', or use train.strategy: auto")
+        keras.distribution.initialize()  # jax.distributed from those variables; before any computation
+    local = jax.local_devices()
+    if cfg.strategy == "multi_worker":
+        devices = jax.devices()
+    elif cfg.strategy == "mirrored" or (cfg.strategy == "auto" and len(local) > 1):
+        devices = local
+    else:
+        devices = local[:1]
+    gpus = [d for d in devices if d.platform == "gpu"]
     capabilities = [tuple(int(x) for x in str(getattr(d, "compute_capability", "0.0")).split(".")[:2])
-                    for d in gpus[:1]]
+                    for d in gpus]
     cpu = cpu_info()
     policy = choose_precision(cfg, capabilities, cpu, backend="jax")
     keras.mixed_precision.set_global_policy(policy)
-    return OneDevice(), _info(cfg, gpus[0].device_kind if gpus else "cpu", cpu, "OneDevice", 1, 1, True, policy)
+    replicas = Replicas(devices)
+    name = "OneDevice" if len(devices) == 1 else "DataParallel"
+    kind = gpus[0].device_kind if gpus else "cpu"
+    return replicas, _info(cfg, kind, cpu, name, len(devices), jax.process_count(), jax.process_index() == 0,
+                           policy)
 
 
 def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int, workers: int, chief: bool,

@@ -6,6 +6,9 @@ call takes every variable as an array (G and D, with BatchNorm statistics and Dr
 both optimisers' slots, the EMA), runs `steps_per_execution` iterations in `lax.fori_loop`, and
 returns them. The Keras variables are brought up to date after every call, so callbacks, samples
 and checkpoints see what `fit()` would show them; the callbacks are driven through `CallbackList`.
+
+On several devices (`ganlab.training.devices.Replicas`) the state is replicated and each iteration's
+batch split among them; the compiled call is the same function, partitioned by `jax.jit`.
 """
 
 from __future__ import annotations
@@ -15,16 +18,24 @@ import functools
 import jax
 import jax.numpy as jnp
 import keras
+import numpy as np
 
 from ganlab.training import gan
+from ganlab.training.devices import Replicas
 from ganlab.training.gan import HISTORY_METRICS, bce
 
 
 class GAN(gan.GAN):
+    def __init__(self, *args, replicas: Replicas | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.replicas = replicas or Replicas()
+
     def set_data(self, images, labels=None) -> None:
-        self.images = jnp.asarray(images, dtype=jnp.float32)
+        # Every device holds the whole training set; each draws its share of a batch from it.
+        self.images = self.replicas.replicate(np.asarray(images, dtype=np.float32))
         # A stand-in for unconditional models, so the compiled call has one signature.
-        self.labels = jnp.asarray(labels if self.conditional else [0], dtype=jnp.int32).reshape(-1, 1)
+        self.labels = self.replicas.replicate(
+            np.asarray(labels if self.conditional else [0], dtype=np.int32).reshape(-1, 1))
 
     # ------------------------------------------------------------ state
 
@@ -40,7 +51,8 @@ class GAN(gan.GAN):
         return {part: [v.value for v in holders] for part, holders in self._holders().items()}
 
     def sync(self, state: dict[str, list]) -> None:
-        """Write the arrays of `state` back into the Keras variables."""
+        """Write the arrays of `state` back into the Keras variables (this process's copy)."""
+        state = self.replicas.local(state)
         for part, holders in self._holders().items():
             for var, value in zip(holders, state[part]):
                 var.assign(value)
@@ -105,23 +117,27 @@ class GAN(gan.GAN):
 
     def _iteration(self, s: dict, images, labels, it):
         # Keyed by (seed, iteration): a resumed run draws what an unbroken one would.
+        # The same draws on any number of devices: each takes its slice of the batch (`split`).
         k_idx, k_zd, k_zg, k_digits = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), it), 4)
-        idx = jax.random.randint(k_idx, (self.batch_size,), 0, images.shape[0])
+        split = self.replicas.split
+        idx = split(jax.random.randint(k_idx, (self.batch_size,), 0, images.shape[0]))
         real, real_digits = images[idx], None
         fake_digits = g_digits = None
         if self.conditional:  # real images with their digits; each fake asks for a digit drawn uniformly
             real_digits = labels[idx]
-            fake_digits, g_digits = jax.random.randint(k_digits, (2, self.batch_size, 1), 0, 10, dtype=jnp.int32)
+            digits = jax.random.randint(k_digits, (2, self.batch_size, 1), 0, 10, dtype=jnp.int32)
+            fake_digits, g_digits = split(digits[0]), split(digits[1])
         # In training mode G's BatchNorm statistics move, as they do on TensorFlow.
         fake, g_nt = self.generator.stateless_call(
-            s["g_tr"], s["g_nt"], self.g_inputs(jax.random.normal(k_zd, (self.batch_size, self.z_dim)), fake_digits),
+            s["g_tr"], s["g_nt"], self.g_inputs(split(jax.random.normal(k_zd, (self.batch_size, self.z_dim))),
+                                                fake_digits),
             training=self.fakes_training)
         s = {**s, "g_nt": g_nt}
         d_tr, d_nt, d_opt, (loss_real, loss_fake, logits_real, logits_fake) = self._d_step(
             s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32), real_digits, fake_digits)
         s = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
         g_tr, g_nt, g_opt, d_nt, g_loss = self._g_step(
-            s, jax.random.normal(k_zg, (self.batch_size, self.z_dim)), g_digits)
+            s, split(jax.random.normal(k_zg, (self.batch_size, self.z_dim))), g_digits)
         s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt}
         if self.generator_ema is not None:
             s["ema"] = self.ema_values(s["ema"], [s[part][i] for part, i in self._layout[0]])
@@ -142,7 +158,7 @@ class GAN(gan.GAN):
                 state, values = self._iteration(state, images, labels, start + i)
                 return state, {k: sums[k] + values[k] for k in sums}
             return jax.lax.fori_loop(0, steps, body, (state, sums))
-        self._calls[steps] = jax.jit(many)
+        self._calls[steps] = self.replicas.jit(many)
         return self._calls[steps]
 
     # ------------------------------------------------------------ the loop
@@ -151,18 +167,19 @@ class GAN(gan.GAN):
         spe = self.steps_per_execution = self.steps_per_call(steps)
         calls = keras.callbacks.CallbackList(callbacks, model=self)
         self.stop_training = False
-        state, it = self.state(), int(self.iteration.numpy())
+        put, local = self.replicas.replicate, self.replicas.local
+        state, it = put(self.state()), int(self.iteration.numpy())
         calls.on_train_begin()
         for epoch in range(epochs):
             calls.on_epoch_begin(epoch)
-            sums = {k: jnp.zeros((), jnp.float32) for k in HISTORY_METRICS}
+            sums = put({k: np.zeros((), np.float32) for k in HISTORY_METRICS})
             for call in range(steps // spe):
                 calls.on_train_batch_begin(call)
-                state, sums = self._compiled(spe)(state, self.images, self.labels, jnp.int32(it), sums)
+                state, sums = self._compiled(spe)(state, self.images, self.labels, put(np.int32(it)), sums)
                 it += spe
                 self.sync(state)
-                calls.on_train_batch_end(call, {k: v / ((call + 1) * spe) for k, v in sums.items()})
-            calls.on_epoch_end(epoch, {k: float(v) / steps for k, v in sums.items()})
+                calls.on_train_batch_end(call, {k: v / ((call + 1) * spe) for k, v in local(sums).items()})
+            calls.on_epoch_end(epoch, {k: float(v) / steps for k, v in local(sums).items()})
             if self.stop_training:
                 break
         calls.on_train_end()

@@ -75,12 +75,14 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         g, d = models.build(cfg.model, cfg.z_dim, cfg.width, fused)
         step = importlib.import_module(f"ganlab.training.step_{keras.backend.backend()}")
         spec = SPECS[cfg.model]
+        on_tf = keras.backend.backend() == "tensorflow"
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
-                       conditional=spec.conditional, fakes_training=spec.fakes_training)
+                       conditional=spec.conditional, fakes_training=spec.fakes_training,
+                       **({} if on_tf else {"replicas": strategy}))
         if cfg.ema is not None:
-            if strategy.num_replicas_in_sync > 1:
-                raise StageError("train.ema runs on one device only for now; set train.ema: null or "
-                                 "train.strategy: one_device")
+            if on_tf and strategy.num_replicas_in_sync > 1:
+                raise StageError("train.ema runs on one device on TensorFlow; set train.ema: null, "
+                                 "train.strategy: one_device, or train.backend: jax (EMA on every device)")
             gan.track_ema(cfg.ema)
 
         def adam():
@@ -91,7 +93,8 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
             return opt
 
         # Keras' multi-step loop fails to trace the replica id under MirroredStrategy: one step per call there.
-        spe = 1 if strategy.num_replicas_in_sync > 1 else math.gcd(cfg.steps_per_execution, cfg.sample_interval)
+        spe = (1 if on_tf and strategy.num_replicas_in_sync > 1
+               else math.gcd(cfg.steps_per_execution, cfg.sample_interval))
         gan.compile(d_optimizer=adam(), g_optimizer=adam(), batch_size=cfg.batch_size,
                     jit_compile=cfg.jit_compile, steps_per_execution=spe)
         # Build optimizer slots now so a checkpoint can restore into them.
