@@ -187,14 +187,32 @@ def serving_latency(model: str, requests: int = 50, batch: int = 64) -> dict:
             "images_per_s": round(batch * len(ms) / (ms.sum() / 1000), 1)}
 
 
-def jax_rows(args) -> dict:
-    """`backend_rows` on JAX, from a second process of this script."""
+def jax_rows(args, two_devices: bool = False) -> dict:
+    """`backend_rows` on JAX, from a second process of this script; with `two_devices`, `replica_rows`
+    in a process whose CPU JAX shows as two devices."""
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    extra = []
+    if two_devices:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+        extra = ["--two-devices"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "jax.json"
         subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
-                        str(args.iterations), "--dcgan-iterations", str(args.jax_dcgan_iterations)],
-                       check=True, env={**os.environ, "KERAS_BACKEND": "jax"})
+                        str(args.iterations), "--dcgan-iterations", str(args.jax_dcgan_iterations), *extra],
+                       check=True, env=env)
         return json.loads(out.read_text())
+
+
+def replica_rows(x: np.ndarray, iterations: int) -> dict:
+    """The mlp step on JAX on one device and data-parallel over two, at the same global batch. Both
+    devices share the same cores here, so the second shows what the data-parallel path costs, not a gain."""
+    import jax
+
+    rows = {"devices": len(jax.local_devices())}
+    for strategy in ("one_device", "mirrored"):
+        rows[f"mlp_{strategy}_its"] = round(compiled_its(x, TrainConfig(model="mlp", strategy=strategy), iterations), 2)
+    rows["two_over_one"] = round(rows["mlp_mirrored_its"] / rows["mlp_one_device_its"], 3)
+    return rows
 
 
 def dcgan_rows(x: np.ndarray, iterations: int) -> dict:
@@ -304,6 +322,9 @@ def main() -> None:
     ap.add_argument("--serving-only", action="store_true",
                     help="time only `make serve` of --serving-model (after make run) and add it to --out")
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")
+    ap.add_argument("--two-devices", action="store_true", help=argparse.SUPPRESS)  # with --backend-only
+    ap.add_argument("--jax-devices-only", action="store_true",
+                    help="time only the JAX mlp step on one and two (forced CPU) devices and add it to --out")
     args = ap.parse_args()
     if args.backend_only and not (ROOT / "data/prepared").exists():
         # A machine with JAX alone has no DVC to prepare MNIST: the step's speed does not depend on pixels.
@@ -316,16 +337,19 @@ def main() -> None:
                                  "keras": keras.__version__, "backend": keras.backend.backend(),
                                  "onednn": onednn_state(), "date": time.strftime("%Y-%m-%d"),
                                  "command": " ".join(["python", "bench/bench.py", *sys.argv[1:]])}, "data": data}
-    if args.serving_only:  # added to the file's other rows, which keep their own machine
+    if args.serving_only or args.jax_devices_only:  # added to the file's other rows, which keep their own machine
         old = json.loads(args.out.read_text()) if args.out.exists() else {"machine": results["machine"]}
-        write(args.out, {**old, "serving": serving_latency(args.serving_model)})
+        row = ({"serving": serving_latency(args.serving_model)} if args.serving_only
+               else {"jax_two_devices": {**jax_rows(args, two_devices=True), "machine": results["machine"]}})
+        write(args.out, {**old, **row})
         return
     if args.backend_only:
         if keras.backend.backend() == "jax":
             import jax
 
             results["machine"]["jax"] = jax.__version__
-        results.update(backend_rows(x, args.iterations, args.dcgan_iterations))
+        results.update(replica_rows(x, args.iterations) if args.two_devices
+                       else backend_rows(x, args.iterations, args.dcgan_iterations))
         write(args.out, results)
         return
     import tensorflow as tf
@@ -357,6 +381,8 @@ def main() -> None:
     results["jax"] = jax_rows(args)
     results["jax_mlp_speedup_vs_tensorflow"] = round(results["jax"]["mlp_its"] / results["compiled_its"], 2)
     results["jax_mlp_speedup_vs_book"] = round(results["jax"]["mlp_its"] / results["book_loop_its"], 1)
+    print("jax on two devices ...", flush=True)
+    results["jax_two_devices"] = jax_rows(args, two_devices=True)
     print("tensorflow with oneDNN off ...", flush=True)
     results["tensorflow_onednn_off"] = onednn_off_rows(args)
     results["onednn_speedup"] = {

@@ -176,6 +176,7 @@ class GAN(gan.GAN):
             for call in range(steps // spe):
                 calls.on_train_batch_begin(call)
                 state, sums = self._compiled(spe)(state, self.images, self.labels, put(np.int32(it)), sums)
+                self.replicas.wait(sums)
                 it += spe
                 self.sync(state)
                 calls.on_train_batch_end(call, {k: v / ((call + 1) * spe) for k, v in local(sums).items()})
