@@ -88,15 +88,26 @@ resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the track
 	$(PY) -m ganlab.tracking.runlog resend
 
 # A small documented grid; override it: make sweep SWEEP="-S train.seed=1,2,3" JOBS=3
+# Over several machines, each on the same commit and MLFLOW_TRACKING_URI (make server): on machine k of n,
+# make sweep SHARE=k/n REMOTE=origin runs every n-th point of the grid and pushes it (dvc exp push):
+# `dvc exp pull origin <name>` or `dvc exp show` after pulling, anywhere, shows them all.
 SWEEP ?= -S train.model=mlp,mlp_bn -S train.d_schedule=two_step,combined -S train.iterations=5000
 JOBS ?= 2
-sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time with DVC's queue
+sweep: $(STAMP) ## Queue a grid of experiments (SWEEP; SHARE=k/n: this machine's part) and run JOBS at a time
 	dvc queue remove --success --failed -q
+ifdef SHARE
+	$(PY) -m ganlab.tools.share queue $(SHARE) $(SWEEP)
+else
 	dvc exp run --queue $(SWEEP)
+endif
 	dvc exp run --run-all --jobs $(JOBS)
 	@if dvc queue status | grep -q Failed; then \
 	  echo "sweep: error: some experiments failed; read why with: dvc queue logs <name>" >&2; exit 1; fi
-	$(MAKE) --no-print-directory exps ARGS="--sort-by quality.frechet_distance --sort-order asc"
+ifdef REMOTE
+	names="$(if $(SHARE),$$($(PY) -m ganlab.tools.share names $(SHARE) $(SWEEP)),--rev HEAD)"; \
+	  if [ -n "$$names" ]; then dvc exp push $(REMOTE) $$names; fi
+endif
+	$(EXPS) --sort-by quality.frechet_distance --sort-order asc
 	$(PY) -m ganlab.tools.compare --out compare.png
 
 # `dvc exp show` has ~110 columns (every dependency's hash, every metric): keep the train params that
@@ -104,8 +115,9 @@ sweep: $(STAMP) ## Queue a grid of experiments (SWEEP) and run JOBS at a time wi
 # from the start of a column's name, so the drop is "anything but these" as a negative lookahead.
 EXPS_DROP ?= (?!train\.|quality\.(frechet_distance|classifier_score|modes_covered)$$).*
 EXPS_KEEP ?= Experiment$$|train\.(model|seed)$$|quality\.(frechet_distance|classifier_score|modes_covered)$$
+EXPS = dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)'
 exps: $(STAMP) ## Compare DVC experiments: model, seed, params that differ, FD, modes, classifier score
-	dvc exp show --no-pager --only-changed --drop '$(EXPS_DROP)' --keep '$(EXPS_KEEP)' $(ARGS)
+	$(EXPS) $(ARGS)
 
 compare: $(STAMP) ## Print a table of this experiment's MLflow runs and plot them
 	$(PY) -m ganlab.tools.compare --out compare.png
