@@ -77,7 +77,7 @@ SERVE_PORT ?= 5001
 MODEL ?= models:/ganlab-generator@champion
 serve: $(STAMP) ## Serve the champion generator: POST z to http://127.0.0.1:5001/invocations (see README, Serving)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
-	  mlflow models serve -m '$(MODEL)' --env-manager local --host $(HOST) --port $(SERVE_PORT)
+	  $(PY) -m ganlab.tools.serve --model '$(MODEL)' --host $(HOST) --port $(SERVE_PORT)
 
 server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1
 	@echo "MLflow server: http://$(HOST):$(PORT)   use it with: export MLFLOW_TRACKING_URI=http://$(HOST):$(PORT)"

@@ -39,19 +39,39 @@ def test_modes_and_kl_on_collapsed_and_uniform_sets():
     assert ev.classifier_score(uniform) > 9 > 1.2 > ev.classifier_score(collapsed)
 
 
-def test_precision_recall_on_known_sets():
+def test_manifold_scores_on_known_sets():
     rng = np.random.default_rng(0)
     real = rng.standard_normal((1000, 4))
-    same = rng.standard_normal((1000, 4))
-    p, r = ev.precision_recall(real, same, k=3)
-    assert p > 0.8 and r > 0.8
+    same = ev.manifold(real, rng.standard_normal((1000, 4)), k=3)
+    assert same["precision"] > 0.8 and same["recall"] > 0.8
+    assert 0.8 < same["density"] < 1.2 and same["coverage"] > 0.8
     # Mode collapse: fakes sit in one small corner of the real manifold -> high precision, low recall.
-    collapsed = rng.standard_normal((1000, 4)) * 0.1
-    p, r = ev.precision_recall(real, collapsed, k=3)
-    assert p > 0.9 and r < 0.3
-    # Fakes far away: neither.
-    p, r = ev.precision_recall(real, same + 20, k=3)
-    assert p == 0 and r == 0
+    collapsed = ev.manifold(real, rng.standard_normal((1000, 4)) * 0.1, k=3)
+    assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.3 and collapsed["coverage"] < 0.2
+    # Fakes far away: none of them.
+    far = ev.manifold(real, rng.standard_normal((1000, 4)) + 20, k=3)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    # Cached radii give the same figures.
+    fakes = rng.standard_normal((300, 4))
+    assert ev.manifold(real, fakes, 3, ev.kth_radius(real, 3)) == ev.manifold(real, fakes, 3)
+
+
+def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothing():
+    """Blank or grey images sit near the origin of the conv features, inside the large balls of a few
+    outlying reals, and one real image drawn again and again sits inside its own ball: improved precision
+    is 1.0 for both. Coverage tells them from a generator: the share of reals whose ball holds a fake."""
+    rng = np.random.default_rng(1)
+    # Real features: most on a shell of radius ~4, a few faint ones near the origin with wide balls.
+    real = rng.standard_normal((1000, 8))
+    real = real / np.linalg.norm(real, axis=1, keepdims=True) * 4 + rng.standard_normal((1000, 8)) * 0.3
+    real[:5] = rng.standard_normal((5, 8)) * 0.8
+    grey = np.abs(rng.standard_normal((1000, 8))) * 0.05
+    repeated = np.repeat(real[500:501], 1000, axis=0)
+    for fakes in (grey, repeated):
+        m = ev.manifold(real, fakes, k=3)
+        assert m["precision"] == 1.0 and m["recall"] < 0.01
+        assert m["coverage"] < 0.02, m
+    assert ev.manifold(real, real[::-1] + rng.standard_normal(real.shape) * 0.05, k=3)["coverage"] > 0.9
 
 
 def test_interpolation_and_neighbours():

@@ -69,13 +69,37 @@ def test_served_images_are_those_of_the_sample_cli(project, server, tmp_path):
     ("not finite", json.dumps({"inputs": [[float("nan")] * 100]})),
     ("no inputs", json.dumps({"z": [[0.0] * 100]})),
     ("not JSON", "{inputs: [[0"),
-    ("a batch of 100,000", json.dumps({"inputs": [[0.0] * 100] * 100_000})),
+    ("a batch of 1,025", json.dumps({"inputs": [[0.0] * 100] * 1025})),
 ])
 def test_a_bad_request_is_a_4xx_and_the_server_lives_on(server, case, body):
     status, answer = post(server, body.encode())
     assert 400 <= status < 500, (case, status, str(answer)[:500])
+    # The reason comes first, not the request's data that MLflow quotes.
+    assert not answer.get("message", "x").startswith("Failed to predict data"), answer["message"][:300]
+    assert len(answer.get("message", "")) < 400, answer["message"][:600]
     status, answer = post(server, json.dumps({"inputs": [[0.0] * 100]}).encode())
     assert status == 200, f"the server stopped answering after {case}"
+
+
+def test_an_oversize_request_is_refused_before_its_body_is_sent(server):
+    """100,000 vectors are 84 MB of JSON: the answer comes from the headers alone, within a second."""
+    import http.client
+    import time
+
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    t0 = time.perf_counter()
+    conn.putrequest("POST", "/invocations")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(len(json.dumps({"inputs": [[0.0] * 100] * 100_000}))))
+    conn.endheaders()  # and not one byte of the body
+    answer = conn.getresponse()
+    seconds = time.perf_counter() - t0
+    body = json.loads(answer.read())
+    conn.close()
+    assert answer.status == 413 and "at most 1024 latent vectors" in body["message"], body
+    assert seconds < 1, seconds
+    status, _ = post(server, json.dumps({"inputs": [[0.0] * 100]}).encode())
+    assert status == 200
 
 
 def test_the_served_model_loads_without_the_ganlab_package(project, repro):

@@ -2,9 +2,9 @@
 
 Quality numbers (none of the seeds has them) compare generated images with the
 test set in the feature space of the MNIST classifier: Fréchet distance,
-classifier score, modes covered, KL to uniform, and improved precision/recall
-(Kynkäänniemi et al. 2019). The same numbers for real training images give
-the "perfect" reference.
+classifier score, modes covered, KL to uniform, improved precision/recall
+(Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020). The same
+numbers for real training images give the "perfect" reference.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
 
 
-def _kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
+def kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
     """Distance from each row of `x` to its k-th nearest other row."""
     radii = np.empty(len(x))
     for s in range(0, len(x), chunk):
@@ -97,39 +97,49 @@ def _kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
     return radii
 
 
-def _coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 1000) -> float:
-    """Share of `points` inside at least one ball (centre, radius)."""
-    inside = 0
-    for s in range(0, len(points), chunk):
-        d2 = _sq_dists(points[s : s + chunk], centres)
-        inside += int((d2 <= radii[None, :] ** 2).any(1).sum())
-    return inside / len(points)
+def manifold(real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None,
+             chunk: int = 1000) -> dict:
+    """Where the fakes sit against the real feature manifold, each sample's k-NN ball standing for it.
+
+    Improved precision (fakes inside some real ball) and recall (reals inside some fake ball), after
+    Kynkäänniemi et al. 2019, and density and coverage, after Naeem et al. 2020: density counts the
+    real balls around each fake (divided by k: about 1 for fakes like the reals), coverage the reals
+    whose own ball holds a fake. Precision trusts the largest balls, those of outlying reals: grey or
+    blank images, or one image drawn again and again, land inside one and score precision 1.0, while
+    their coverage stays near 0. `real_radii` (from `kth_radius(real, k)`) saves recomputing them
+    when several sets are scored against one reference.
+    """
+    real_radii = kth_radius(real, k, chunk) if real_radii is None else real_radii
+    fake_radii = kth_radius(fake, k, chunk)
+    balls_around = np.empty(len(fake))  # real balls holding each fake
+    covered = np.zeros(len(real), bool)  # reals whose own ball holds a fake
+    recalled = np.zeros(len(real), bool)  # reals inside some fake's ball
+    for s in range(0, len(fake), chunk):
+        d2 = _sq_dists(fake[s : s + chunk], real)  # (fakes, reals)
+        in_real_ball = d2 <= real_radii[None, :] ** 2
+        balls_around[s : s + chunk] = in_real_ball.sum(1)
+        covered |= in_real_ball.any(0)
+        recalled |= (d2 <= fake_radii[s : s + chunk, None] ** 2).any(0)
+    return {"precision": float((balls_around > 0).mean()), "recall": float(recalled.mean()),
+            "density": float(balls_around.sum() / (k * len(fake))), "coverage": float(covered.mean())}
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Improved precision (fakes on the real manifold) and recall (reals on the fake manifold)."""
-    precision = _coverage(fake, real, _kth_radius(real, k))
-    recall = _coverage(real, fake, _kth_radius(fake, k))
-    return precision, recall
+def quality(emb: tuple, ref: tuple, k: int, ref_radii: np.ndarray | None = None) -> dict:
+    """All quality numbers of a sample against a reference set, each given as `classifier.embed` returns
+    (`ref_radii`: the reference's k-NN radii in the conv features, when already known).
 
-
-def quality(emb: tuple, ref: tuple, k: int) -> dict:
-    """All quality numbers of a sample against a reference set, each given as `classifier.embed` returns.
-
-    Fréchet distance uses the 128-d penultimate features. Precision/recall use the 1,600-d conv
+    Fréchet distance uses the 128-d penultimate features. The k-NN scores use the 1,600-d conv
     features: in the penultimate space, uniform noise lands inside a few large real k-NN balls
-    (precision 0.99 measured on the default run), in the conv space it scores 0 as it should.
+    (precision 0.99 measured on the default run), in the conv space it scores far lower.
     """
     feats, conv, probs = emb
     ref_feats, ref_conv, _ = ref
-    precision, recall = precision_recall(ref_conv, conv, k)
     return {
         "frechet_distance": frechet_distance(feats, ref_feats),
         "classifier_score": classifier_score(probs),
         "modes_covered": modes_covered(probs),
         "kl_to_uniform": kl_to_uniform(probs),
-        "precision": precision,
-        "recall": recall,
+        **manifold(ref_conv, conv, k, ref_radii),
     }
 
 
@@ -140,12 +150,13 @@ def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray
     classifier's feature space, which is embedded once for all of them.
     """
     ref = clf.embed(model, test)
+    radii = kth_radius(ref[1], k)
     noise = np.random.default_rng(seed).uniform(-1, 1, fakes.shape).astype(np.float32)
     out = {}
     sets = {"generated": fakes, "real_reference": reals, "noise_reference": noise, **(more or {})}
     for name, images in sets.items():
         out[name] = {key: round(val, 5) if isinstance(val, float) else val
-                     for key, val in quality(clf.embed(model, images), ref, k).items()}
+                     for key, val in quality(clf.embed(model, images), ref, k, radii).items()}
     return out
 
 

@@ -54,6 +54,7 @@ def evaluate_stage(params: Params, paths: EvaluatePaths) -> str:
     q, r, cm = metrics["quality"], metrics["reference"], metrics["confusion"]
     return (f"evaluate: D accuracy {cm['accuracy']:.3f}, "
             f"FD {q['frechet_distance']:.2f} (real {r['frechet_distance']:.2f}), "
-            f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+            f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
+            f"coverage {q['coverage']:.3f}"
             + (f", label agreement {metrics['label_agreement']['overall']:.3f}" if "label_agreement" in metrics
                else ""))

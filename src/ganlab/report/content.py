@@ -20,6 +20,7 @@ RUN_COLUMNS = {
     "metrics.eval_quality.modes_covered": "modes",
     "metrics.eval_quality.precision": "precision",
     "metrics.eval_quality.recall": "recall",
+    "metrics.eval_quality.coverage": "coverage",
     "metrics.eval_confusion.accuracy": "D accuracy",
     "metrics.train_iterations_per_s": "it/s",
     "params.train.model": "model",
@@ -145,7 +146,8 @@ def metric_rows(quality: dict, reference: dict, noise: dict, ema: dict | None = 
     """Quality numbers of this generator between real data's and pure noise's, with which way is better;
     with `ema`, a column for the moving average of G's weights too."""
     better = {"frechet_distance": "lower", "classifier_score": "higher (max 10)", "modes_covered": "higher (max 10)",
-              "kl_to_uniform": "lower", "precision": "higher", "recall": "higher"}
+              "kl_to_uniform": "lower", "precision": "higher", "recall": "higher",
+              "density": "about 1 (real data's)", "coverage": "higher (max 1)"}
     rows = []
     for k in better:
         row = {"metric": k, "real data": reference.get(k), "this generator": quality.get(k)}

@@ -19,7 +19,8 @@ from ganlab.report.plots import plt, save_figure
 from ganlab.tracking import store as tracking
 
 SHORT = {"FD": "metrics.eval_quality.frechet_distance", "precision": "metrics.eval_quality.precision",
-         "recall": "metrics.eval_quality.recall", "modes": "metrics.eval_quality.modes_covered",
+         "recall": "metrics.eval_quality.recall", "coverage": "metrics.eval_quality.coverage",
+         "modes": "metrics.eval_quality.modes_covered",
          "score": "metrics.eval_quality.classifier_score", "it/s": "metrics.train_iterations_per_s"}
 
 

@@ -31,6 +31,8 @@ class Generator(PythonModel):
     """`{"inputs": [[z_1 .. z_n], ...]}` -> images in [-1, 1], shape (batch, 28, 28, 1). A conditional G
     (`cdcgan`) takes `{"inputs": {"z": [[...], ...], "digit": [7, 3, ...]}}`, one digit per z."""
 
+    max_batch = MAX_BATCH  # read by `make serve`'s size guard (ganlab.tools.serve), which loads this class
+
     def load_context(self, context):
         # The backend that trained G, unless the server's environment names one (both read .keras).
         os.environ.setdefault("KERAS_BACKEND", (context.model_config or {}).get("keras_backend", "tensorflow"))

@@ -1,0 +1,107 @@
+"""`make serve`: MLflow's scoring server for a generator, behind a guard that reads no oversize body.
+
+Run: python -m ganlab.tools.serve --model models:/ganlab-generator@champion [--host 127.0.0.1] [--port 5001]
+
+The app is MLflow's own (`mlflow.pyfunc.scoring_server.init`, what `mlflow models serve` runs), served
+by uvicorn as `mlflow models serve` does. The guard answers before the body is read:
+- a Content-Length above what the largest allowed request needs (the served model's `max_batch` latent
+  vectors, `ganlab.tracking.serving`) gets HTTP 413 at once: 100,000 vectors are 84 MB of JSON that
+  MLflow would read and parse first (a model logged without `max_batch` gets no size guard);
+- a 4xx answer whose message starts with the request's data (MLflow puts "Failed to predict data '<up to
+  1 KB of the input>'. Error: " before every reason, its schema check's and `Generator.predict`'s) is
+  turned round: the reason first, then the start of MLflow's words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ganlab.core.cli import run_stage
+from ganlab.tracking import store as tracking
+
+# A JSON number as json.dumps writes a float32 in full ("-1.2345678901234567e-05, "): 25 bytes at most.
+BYTES_PER_NUMBER = 25
+
+
+def body_limit(max_batch: int, z_dim: int, conditional: bool) -> int:
+    """The largest body a request of `max_batch` vectors needs, with room for spacing and the JSON around it."""
+    per_vector = (z_dim + (1 if conditional else 0)) * BYTES_PER_NUMBER + 8
+    return max_batch * per_vector + 64 * 1024
+
+
+def reason_first(message: str) -> str:
+    """An MLflow error message with its reason (what follows the last "Error: ") first, and the data
+    it quotes cut short after it."""
+    if not message.startswith("Failed to ") or "Error: " not in message:
+        return message
+    reason = message.rsplit("Error: ", 1)[1].strip()
+    return f"{reason} [MLflow: {' '.join(message[:120].split())}...]"
+
+
+class Guard:
+    """ASGI middleware: the size check on the way in, the message order on the way out."""
+
+    def __init__(self, app, limit: int | None, max_batch: int | None = None):
+        self.app, self.limit, self.max_batch = app, limit, max_batch
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if self.limit and length is not None and length.isdigit() and int(length) > self.limit:
+            message = (f"the request body is {int(length):,} bytes; one request holds at most {self.max_batch} "
+                       f"latent vectors ({self.limit:,} bytes): split it")
+            return await _answer(send, 413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+        start: dict = {}
+
+        async def reorder(event):
+            if event["type"] == "http.response.start":
+                start.update(event)
+                if not 400 <= event["status"] < 500:
+                    await send(event)
+                return
+            if not start or not 400 <= start["status"] < 500:
+                return await send(event)
+            try:  # one JSON body, as MLflow's error answers are
+                answer = json.loads(event.get("body", b""))
+                answer["message"] = reason_first(answer["message"])
+                body = json.dumps(answer).encode()
+            except (ValueError, KeyError, TypeError):
+                body = event.get("body", b"")
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, reorder)
+
+
+async def _answer(send, status: int, answer: dict) -> None:
+    body = json.dumps(answer).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="models:/ganlab-generator@champion")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5001)
+    args = ap.parse_args()
+    import mlflow.pyfunc
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+
+    tracking.connect()
+    model = mlflow.pyfunc.load_model(args.model)
+    served = model.unwrap_python_model()
+    most = getattr(served, "max_batch", None)
+    limit = body_limit(most, served.z_dim, served.conditional) if most else None
+    app = Guard(scoring_server.init(model), limit, most)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/invocations", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run_stage("serve", main)
