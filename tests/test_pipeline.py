@@ -148,9 +148,11 @@ def test_mlflow_run_has_everything(project, repro):
     assert "eval_quality.frechet_distance" in run.data.metrics and "train_iterations_per_s" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id)}
     assert {"images", "plots", "evaluate", "report"} <= arts
-    # Sample grids are keyed images, one per interval with its iteration as the step (the UI's slider).
+    # Sample grids are keyed images, one per interval with its iteration as the step (the UI's slider),
+    # and G's before its first step at step 0, where the UI's image card opens.
     images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
-    assert sorted(re.search(r"samples\+step\+(\d+)\+", p).group(1) for p in images) == ["20", "40"]
+    steps = sorted(int(re.search(r"samples\+step\+(\d+)\+", p).group(1)) for p in images)
+    assert steps == [0, 20, 40], images
     # auto resolved to JAX; the start time tells a re-run from the first
     assert re.fullmatch(r"mlp-40it-two_step-seed42-jax \d\d-\d\d \d\d:\d\d", run.info.run_name), run.info.run_name
     assert yaml.safe_load((dest / "metrics/train.json").read_text())["mlflow_run_id"] == run_id
@@ -303,7 +305,7 @@ def test_dvc_repro_killed_then_run_again_resumes_with_every_grid(project, repro)
     done = json.loads((dest / "metrics/train.json").read_text())
     assert done["resumed"] and done["iterations"] == params["train"]["iterations"]
     grids = sorted(int(p.stem[5:]) for p in (dest / "outputs/train/samples").glob("iter_*.png"))
-    assert grids == list(range(20, params["train"]["iterations"] + 1, 20)), grids
+    assert grids == list(range(0, params["train"]["iterations"] + 1, 20)), grids
 
 
 def descendants(pid: int) -> list[int]:

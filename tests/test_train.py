@@ -14,7 +14,7 @@ import tensorflow as tf
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.training import train as T
-from ganlab.training.callbacks import Diverged
+from ganlab.training.callbacks import Diverged, RunCallback
 from ganlab.training.devices import select_device
 
 from .conftest import ROOT, changed, d_verdicts, stop_at, weights
@@ -68,12 +68,20 @@ def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
     assert len(ref.history) == 4 and list(ref.history.iteration) == [10, 20, 30, 40]
     assert sorted(p.name for p in (tmp_path / "ref" / "samples").iterdir())[-1] == "iter_000040.png"
 
+    class FirstGrid(RunCallback):
+        seen: list = []
+
+        def on_first_grid(self, grid):
+            self.seen.append(grid.name)
+
     with pytest.raises(KeyboardInterrupt):
-        run(TINY, images, tmp_path, "cut", callbacks=(stop_at(25),))
+        run(TINY, images, tmp_path, "cut", callbacks=(stop_at(25), FirstGrid()))
+    assert FirstGrid.seen == ["iter_000000.png"], "a fresh run's grid before its first step was not passed on"
     import json
     saved = json.loads((tmp_path / "cut" / "ckpt" / "state.json").read_text())
     assert saved["iteration"] == 25, "the interrupt did not save a checkpoint at the exact iteration"
-    resumed = run(TINY, images, tmp_path, "cut")
+    resumed = run(TINY, images, tmp_path, "cut", callbacks=(FirstGrid(),))
+    assert FirstGrid.seen == ["iter_000000.png"], "a resumed run drew a grid at iteration 0 again"
     assert resumed.resumed_from == 25 and resumed.metrics["resumed"]
     for a, b in zip(weights(ref.gan.generator), weights(resumed.gan.generator)):
         np.testing.assert_array_equal(a, b)
@@ -88,7 +96,7 @@ def test_a_resumed_run_takes_back_the_grids_its_outputs_lost(images, tmp_path):
     shutil.rmtree(tmp_path / "cut" / "samples")  # what DVC does to a stage's outputs before re-running it
     run(TINY, images, tmp_path, "cut")
     grids = sorted(p.name for p in (tmp_path / "cut" / "samples").iterdir())
-    assert grids == [f"iter_{i:06d}.png" for i in (10, 20, 30, 40)]
+    assert grids == [f"iter_{i:06d}.png" for i in (0, 10, 20, 30, 40)]
 
 
 @pytest.mark.slow

@@ -38,6 +38,9 @@ class TrainTracking(RunCallback):
         write_run_info(self.info_file, self.run.run_id)
         return {**state, "mlflow_run_id": self.run.run_id, "logged_params": self.params}
 
+    def on_first_grid(self, grid: Path) -> None:
+        self.run.log_image(grid, "samples", 0)
+
     def on_interval(self, row: dict, grid: Path) -> None:
         self.run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, row["iteration"])
         self.run.log_image(grid, "samples", row["iteration"])

@@ -30,14 +30,18 @@ class Diverged(StageError):
 
 class RunCallback(keras.callbacks.Callback):
     """A Keras callback that also hears of the run: `on_run_start` once the checkpoint state is known (what
-    it returns is checkpointed; the model is set by then), and `on_interval` at the end of each interval
-    with its history row (which it may add to) and grid. Only the chief of a multi-worker run has them."""
+    it returns is checkpointed; the model is set by then), `on_first_grid` with the grid drawn before the
+    first step, and `on_interval` at the end of each interval with its history row (which it may add to)
+    and grid. Only the chief of a multi-worker run has them."""
 
     def on_run_start(self, state: dict) -> dict:
         return state
 
     def on_interval(self, row: dict, grid: Path) -> None:
         pass
+
+    def on_first_grid(self, grid: Path) -> None:
+        """The grid of G before its first step (iteration 0), in a run that starts from scratch."""
 
 
 class IntervalCallback(keras.callbacks.Callback):

@@ -187,8 +187,13 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     if start and start % cfg.sample_interval == 0 and not grid.exists():
         # Stopped right at an interval's end, before its grid was drawn: G is as it was then.
         save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
-    interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state,
-                                   [cb for cb in callbacks if isinstance(cb, RunCallback)])
+    listeners = [cb for cb in callbacks if isinstance(cb, RunCallback)]
+    if start == 0:
+        # G before its first step: where the progression of grids starts, and MLflow's image card opens (step 0).
+        first = save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, samples_dir / grid.name)
+        for cb in listeners:
+            cb.on_first_grid(first)
+    interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, listeners)
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
     try:
