@@ -104,7 +104,7 @@ endif
 	@if dvc queue status | grep -q Failed; then \
 	  echo "sweep: error: some experiments failed; read why with: dvc queue logs <name>" >&2; exit 1; fi
 ifdef REMOTE
-	names="$(if $(SHARE),$$($(PY) -m ganlab.tools.share names $(SHARE) $(SWEEP)),--rev HEAD)"; \
+	names="$(if $(SHARE),$$($(PY) -m ganlab.tools.share names $(SHARE) $(SWEEP)),--rev HEAD)" || exit 1; \
 	  if [ -n "$$names" ]; then dvc exp push $(REMOTE) $$names; fi
 endif
 	$(EXPS) --sort-by quality.frechet_distance --sort-order asc

@@ -57,6 +57,21 @@ def test_auto_picks_the_models_fastest_backend_and_tensorflow_where_only_it_can(
     assert backend.choose(dataclasses.replace(auto, model="dcgan", backend="jax")) == "jax"
 
 
+def test_auto_follows_the_cluster_a_multi_worker_run_is_given(monkeypatch):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    multi = TrainConfig(backend="auto", strategy="multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{}")
+    assert backend.choose(multi) == "tensorflow"  # mlp, whose fastest is JAX
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    with pytest.raises(StageError, match="TF_CONFIG") as err:
+        backend.choose(multi)
+    assert "\n" not in str(err.value) and "float16" not in str(err.value)
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "127.0.0.1:1234")
+    assert backend.choose(dataclasses.replace(multi, model="dcgan")) == "jax"  # dcgan, whose fastest is TensorFlow
+
+
 def test_auto_follows_a_keras_backend_set_in_the_environment(monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert backend.choose(TrainConfig(backend="auto")) == "tensorflow"

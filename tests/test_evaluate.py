@@ -51,9 +51,10 @@ def test_manifold_scores_on_known_sets():
     # Fakes far away: none of them.
     far = ev.manifold(real, rng.standard_normal((1000, 4)) + 20, k=3)
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
-    # Cached radii give the same figures.
+    # Radii given are the radii used; the reference's own give the figures computed without them.
     fakes = rng.standard_normal((300, 4))
     assert ev.manifold(real, fakes, 3, ev.kth_radius(real, 3)) == ev.manifold(real, fakes, 3)
+    assert ev.manifold(real, fakes, 3, np.zeros(len(real)))["precision"] == 0.0
 
 
 def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothing():

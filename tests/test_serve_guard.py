@@ -63,3 +63,50 @@ def test_an_error_answer_puts_the_reason_first_and_others_pass_unchanged():
     assert call(serve.Guard(inner(200, ok), None), [])[:2] == (200, ok)
     plain = {"message": "inputs must be a list of latent vectors of 100 numbers each; got shape [3]"}
     assert call(serve.Guard(inner(400, plain), None), [])[1] == plain
+    assert call(serve.Guard(inner(400, {"message": 3}), None), [])[:2] == (400, {"message": 3})
+    # An exception's name is not where MLflow's words end.
+    assert serve.reason_first("Failed to predict data '[1]'. \nError: ValueError: bad z") == (
+        "ValueError: bad z [MLflow: Failed to predict data '[1]'. Error: ValueError: bad z...]")
+
+
+def test_a_body_without_a_length_is_read_up_to_the_limit_then_refused_or_handed_on():
+    chunks = [b"x" * 600, b"y" * 600]
+    guard = serve.Guard(inner(200, {"ok": 1}), 1000, 8)
+
+    async def one(scope_headers, body_parts):
+        parts = list(body_parts)
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+        async def send(event):
+            sent.append(event)
+
+        await guard({"type": "http", "method": "POST", "path": "/invocations", "headers": scope_headers},
+                    receive, send)
+        return sent[0]["status"], b"".join(e.get("body", b"") for e in sent[1:])
+
+    status, body = asyncio.run(one([], chunks))
+    assert status == 413 and b"over 1,200 bytes" in body
+    seen = []
+
+    async def echo(scope, receive, send):
+        seen.append(await receive())
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard.app = echo
+    assert asyncio.run(one([], [b"a" * 300, b"b" * 300]))[0] == 200
+    assert seen == [{"type": "http.request", "body": b"a" * 300 + b"b" * 300, "more_body": False}]
+
+
+def test_a_4xx_body_in_parts_is_gathered_before_it_is_reordered():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        text = json.dumps({"message": PREDICT_ERROR}).encode()
+        await send({"type": "http.response.body", "body": text[:50], "more_body": True})
+        await send({"type": "http.response.body", "body": text[50:], "more_body": False})
+
+    status, answer, _ = call(serve.Guard(app, None), [])
+    assert status == 400 and answer["message"].startswith("Shape of input (1, 99)")

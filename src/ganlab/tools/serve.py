@@ -3,10 +3,11 @@
 Run: python -m ganlab.tools.serve --model models:/ganlab-generator@champion [--host 127.0.0.1] [--port 5001]
 
 The app is MLflow's own (`mlflow.pyfunc.scoring_server.init`, what `mlflow models serve` runs), served
-by uvicorn as `mlflow models serve` does. The guard answers before the body is read:
-- a Content-Length above what the largest allowed request needs (the served model's `max_batch` latent
-  vectors, `ganlab.tracking.serving`) gets HTTP 413 at once: 100,000 vectors are 84 MB of JSON that
-  MLflow would read and parse first (a model logged without `max_batch` gets no size guard);
+by uvicorn as `mlflow models serve` does. The guard:
+- answers a Content-Length above what the largest allowed request needs (the served model's `max_batch` latent
+  vectors, `ganlab.tracking.serving`) with HTTP 413 from the headers, before MLflow reads or parses
+  anything (100,000 vectors are 84 MB of JSON); a body sent without a length is read up to that size,
+  then refused or handed on (a model logged without `max_batch` gets no size guard);
 - a 4xx answer whose message starts with the request's data (MLflow puts "Failed to predict data '<up to
   1 KB of the input>'. Error: " before every reason, its schema check's and `Generator.predict`'s) is
   turned round: the reason first, then the start of MLflow's words.
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from ganlab.core.cli import run_stage
 from ganlab.tracking import store as tracking
 
 # A JSON number as json.dumps writes a float32 in full ("-1.2345678901234567e-05, "): 25 bytes at most.
 BYTES_PER_NUMBER = 25
+# Where MLflow's own words end and the reason begins: "... '<data>'. \nError: <reason>" (not "ValueError: ").
+REASON = re.compile(r"(?:^|(?<=[\s.]))Error: ")
 
 
 def body_limit(max_batch: int, z_dim: int, conditional: bool) -> int:
@@ -30,13 +34,15 @@ def body_limit(max_batch: int, z_dim: int, conditional: bool) -> int:
     return max_batch * per_vector + 64 * 1024
 
 
-def reason_first(message: str) -> str:
-    """An MLflow error message with its reason (what follows the last "Error: ") first, and the data
-    it quotes cut short after it."""
-    if not message.startswith("Failed to ") or "Error: " not in message:
+def reason_first(message) -> str:
+    """An MLflow error message with its reason (what follows its last "Error: ") first, and the data it
+    quotes cut short after it."""
+    if not isinstance(message, str) or not message.startswith("Failed to"):
         return message
-    reason = message.rsplit("Error: ", 1)[1].strip()
-    return f"{reason} [MLflow: {' '.join(message[:120].split())}...]"
+    parts = REASON.split(message)
+    if len(parts) < 2:
+        return message
+    return f"{parts[-1].strip()} [MLflow: {' '.join(message[:120].split())}...]"
 
 
 class Guard:
@@ -50,10 +56,37 @@ class Guard:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if self.limit and length is not None and length.isdigit() and int(length) > self.limit:
-            message = (f"the request body is {int(length):,} bytes; one request holds at most {self.max_batch} "
-                       f"latent vectors ({self.limit:,} bytes): split it")
-            return await _answer(send, 413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+            return await self._too_large(send, int(length))
+        if self.limit and length is None and scope.get("method") == "POST":
+            # No length given (a chunked body): read it here, up to the limit, and hand it on whole.
+            body, more = b"", True
+            while more:
+                event = await receive()
+                body += event.get("body", b"")
+                more = event.get("more_body", False)
+                if len(body) > self.limit:
+                    return await self._too_large(send, len(body), at_least=True)
+            sent = False
+
+            async def receive():  # noqa: F811  (the app reads the buffered body once)
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, receive, self._reasons_first(send))
+
+    async def _too_large(self, send, size: int, at_least: bool = False) -> None:
+        message = (f"the request body is {'over ' if at_least else ''}{size:,} bytes; one request holds at most "
+                   f"{self.max_batch} latent vectors ({self.limit:,} bytes): split it")
+        await _answer(send, 413, {"error_code": "REQUEST_TOO_LARGE", "message": message})
+
+    @staticmethod
+    def _reasons_first(send):
+        """`send` with each 4xx answer's JSON message reordered (the body gathered first, however it comes)."""
         start: dict = {}
+        parts: list[bytes] = []
 
         async def reorder(event):
             if event["type"] == "http.response.start":
@@ -63,17 +96,21 @@ class Guard:
                 return
             if not start or not 400 <= start["status"] < 500:
                 return await send(event)
-            try:  # one JSON body, as MLflow's error answers are
-                answer = json.loads(event.get("body", b""))
+            parts.append(event.get("body", b""))
+            if event.get("more_body", False):
+                return
+            body = b"".join(parts)
+            try:  # MLflow's error answers are one JSON object with a message
+                answer = json.loads(body)
                 answer["message"] = reason_first(answer["message"])
                 body = json.dumps(answer).encode()
-            except (ValueError, KeyError, TypeError):
-                body = event.get("body", b"")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
 
-        await self.app(scope, receive, reorder)
+        return reorder
 
 
 async def _answer(send, status: int, answer: dict) -> None:

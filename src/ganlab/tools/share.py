@@ -68,12 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "names":
         print(" ".join(name for name, _ in mine))
         return
+    # A share run again (after a failure, say) leaves alone the experiments it already holds on this commit.
+    done = set(subprocess.run(["dvc", "exp", "list", "--name-only"], capture_output=True, text=True).stdout.split())
     for name, point in mine:
+        if name in done:
+            print(f"share {k}/{n}: {name} is already an experiment of this commit; not queued again", file=sys.stderr)
+            continue
         cmd = ["dvc", "exp", "run", "--queue", "-n", name, *(a for o in point for a in ("-S", o))]
         if subprocess.run(cmd).returncode:
             raise StageError(f"dvc exp run --queue failed for {name}; see DVC's message above")
-    print(f"share {k}/{n}: queued {len(mine)} of {len(grid(args.overrides))} experiments: "
-          f"{' '.join(name for name, _ in mine) or '(none)'}", file=sys.stderr)
+    queued = [name for name, _ in mine if name not in done]
+    print(f"share {k}/{n}: {len(mine)} of the grid's {len(grid(args.overrides))} experiments; queued "
+          f"{' '.join(queued) or 'none'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ JAX_CLUSTER = "KERAS_DISTRIBUTION_JOB_ADDRESSES"  # JAX's counterpart of TF_CONF
 
 def choose(cfg: TrainConfig) -> str:
     """The backend `cfg` trains on: an explicit `train.backend` as it is; for `auto`, a KERAS_BACKEND set in
-    the environment, else TensorFlow where only it can run the settings (float16's loss scaling) or where a
-    multi-worker run's cluster is a TF_CONFIG, else the model's fastest. Every strategy runs on both."""
+    the environment, else TensorFlow where only it can run the settings (float16's loss scaling), else the
+    backend of the cluster a multi-worker run is given, else the model's fastest. Every strategy runs on both."""
     if cfg.backend != "auto":
         return cfg.backend
-    # A multi-worker run follows the cluster the environment describes: TF_CONFIG is TensorFlow's.
-    tf_cluster = cfg.strategy == "multi_worker" and "TF_CONFIG" in os.environ and JAX_CLUSTER not in os.environ
-    needs_tf = cfg.mixed_precision == "float16" or tf_cluster
+    # A multi-worker run follows the cluster the environment describes: TF_CONFIG is TensorFlow's, the
+    # KERAS_DISTRIBUTION_* variables JAX's.
+    multi = cfg.strategy == "multi_worker"
+    tf_cluster = multi and "TF_CONFIG" in os.environ and JAX_CLUSTER not in os.environ
+    jax_cluster = multi and JAX_CLUSTER in os.environ and "TF_CONFIG" not in os.environ
     env = os.environ.get("KERAS_BACKEND")
-    if env == "jax" and needs_tf:
+    if env == "jax" and cfg.mixed_precision == "float16":
         raise StageError("KERAS_BACKEND=jax, but train.mixed_precision: float16 runs on TensorFlow only; "
                          "unset KERAS_BACKEND or use train.mixed_precision: bfloat16")
     if env == "jax" and tf_cluster:
@@ -37,7 +39,9 @@ def choose(cfg: TrainConfig) -> str:
                          "KERAS_BACKEND")
     if env in ("tensorflow", "jax"):
         return env
-    return "tensorflow" if needs_tf else SPECS[cfg.model].fastest_backend
+    if cfg.mixed_precision == "float16" or tf_cluster:
+        return "tensorflow"
+    return "jax" if jax_cluster else SPECS[cfg.model].fastest_backend
 
 
 def use(backend: str) -> None:

@@ -161,7 +161,8 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
            data: tuple[np.ndarray, np.ndarray | None], samples_dir: Path, checkpoints: Checkpoints,
            callbacks: tuple[keras.callbacks.Callback, ...]) -> TrainResult:
     state = checkpoints.restore(fp, device) if cfg.resume else None
-    if state is None:
+    fresh = state is None
+    if fresh:
         checkpoints.clear()
         if samples_dir.exists():
             shutil.rmtree(samples_dir)
@@ -188,11 +189,11 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         # Stopped right at an interval's end, before its grid was drawn: G is as it was then.
         save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
     listeners = [cb for cb in callbacks if isinstance(cb, RunCallback)]
-    if start == 0:
+    if fresh:
         # G before its first step: where the progression of grids starts, and MLflow's image card opens (step 0).
-        first = save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, samples_dir / grid.name)
+        save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
         for cb in listeners:
-            cb.on_first_grid(first)
+            cb.on_first_grid(grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, listeners)
     bar = ProgressBar(cfg.iterations, start)
     all_callbacks = [interval_cb, bar, *callbacks]
