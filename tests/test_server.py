@@ -83,7 +83,7 @@ def test_pipeline_against_server_logs_everything(served, repro, tmp_path):
     assert run.data.params["train.iterations"] == "40" and run.data.params["train.model"] == "mlp"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "d_acc_real")] == [20, 40]
     assert "eval_quality.frechet_distance" in run.data.metrics
-    assert image_steps(client, run.info.run_id) == [20, 40]
+    assert image_steps(client, run.info.run_id) == [0, 20, 40]  # G before its first step, then each interval
     for folder, name in (("plots", "loss.png"), ("evaluate", "grid_10x10.png"), ("report", "report.html")):
         assert f"{folder}/{name}" in {a.path for a in client.list_artifacts(run.info.run_id, folder)}
     page = Path(client.download_artifacts(run.info.run_id, "report/report.md", str(tmp_path))).read_text()
@@ -148,7 +148,7 @@ def test_server_lost_mid_run_keeps_everything_and_resend_uploads_it(served, repr
     steps = [m.step for m in client.get_metric_history(run_id, "g_loss")]
     assert sorted(steps) == list(range(100, 1001, 100))
     assert run.data.metrics["train_iterations"] == 1000
-    assert image_steps(client, run_id) == list(range(100, 1001, 100))
+    assert image_steps(client, run_id) == list(range(0, 1001, 100))
     import mlflow
 
     names = {m.name for m in mlflow.search_logged_models(
