@@ -37,6 +37,10 @@ def test_repro_writes_every_output_and_is_idempotent(project, repro):
                 "outputs/train/generator.keras", "outputs/train/samples/iter_000040.png", "plots/train/history.csv",
                 "outputs/evaluate/grid_10x10.png", "plots/evaluate/confusion.csv", "reports/report.md"):
         assert (dest / rel).exists(), rel
+    # The loss curve has a point every 10 iterations (40 in all, whole calls of 10), not one per interval of 20.
+    fine = (dest / "plots/train/losses.csv").read_text().splitlines()
+    assert fine[0] == "iteration,d_loss,g_loss,d_acc"
+    assert [r.split(",")[0] for r in fine[1:]] == ["10", "20", "30", "40"]
     # Real data scores better than the generator, and the generator better than noise, on every metric.
     m = yaml.safe_load((dest / "metrics/evaluate.json").read_text())
     real, gen, noise = m["reference"], m["quality"], m["noise"]
@@ -145,6 +149,7 @@ def test_mlflow_run_has_everything(project, repro):
     assert run.data.tags["backend"] == "jax" and run.data.tags["deterministic"] == "True"
     history = client.get_metric_history(run_id, "g_loss")
     assert [m.step for m in history] == [20, 40]
+    assert [m.step for m in client.get_metric_history(run_id, "fine_g_loss")] == [10, 20, 30, 40]
     assert "eval_quality.frechet_distance" in run.data.metrics and "train_iterations_per_s" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id)}
     assert {"images", "plots", "evaluate", "report"} <= arts
@@ -373,7 +378,7 @@ def test_plots_page_works_offline(project, repro, tmp_path):
     assert "https://cdn.jsdelivr.net" not in page
     for name in plotspage.PACKAGES:
         assert f"/* {name} */" in page
-    # Three top-level plots (loss, accuracy, quality over training) and the confusion matrix; no
+    # Three top-level plots (loss at its finer step, accuracy, quality over training) and the confusion matrix; no
     # default chart of every history column.
     assert len(re.findall(r"vegaEmbed\('#", page)) == 4, re.findall(r"vegaEmbed\('#\w+", page)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

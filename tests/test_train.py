@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -297,3 +298,19 @@ def test_a_checkpoint_trained_in_another_precision_or_device_is_refused_and_kept
     assert f"{key} {was}" in str(err.value) and f"resolves to {now}" in str(err.value)
     assert "\n" not in str(err.value)
     assert json.loads(path.read_text())["iteration"] == 10 and list((tmp_path / "cut" / "ckpt").glob("*.npz"))
+
+
+def test_the_losses_at_a_finer_step_average_back_to_each_interval_and_survive_a_resume(images, tmp_path):
+    from ganlab.training.callbacks import loss_step
+
+    assert loss_step(20_000, 20) == 200 and loss_step(3_000, 1) == 30 and loss_step(40, 5) == 5
+    whole = run(TINY, images, tmp_path, "whole")
+    fine = pd.DataFrame(whole.state["loss_steps"])
+    assert list(fine.iteration) == [5, 10, 15, 20, 25, 30, 35, 40]
+    # Two windows of 5 make each interval of 10: their mean is the interval's mean loss.
+    pairs = fine[["d_loss", "g_loss", "d_acc"]].to_numpy().reshape(4, 2, 3).mean(1)
+    np.testing.assert_allclose(pairs, whole.history[["d_loss", "g_loss", "d_acc"]].to_numpy(), rtol=1e-5)
+    with pytest.raises(KeyboardInterrupt):
+        run(TINY, images, tmp_path, "cut", callbacks=(stop_at(25),))
+    resumed = run(TINY, images, tmp_path, "cut")
+    assert [r["iteration"] for r in resumed.state["loss_steps"]] == [5, 10, 15, 20, 25, 30, 35, 40]

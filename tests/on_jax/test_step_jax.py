@@ -74,6 +74,10 @@ def test_same_seed_same_weights_and_resume_reaches_same_end(images, tmp_path):
     assert T.weights_digest(a.gan) == T.weights_digest(b.gan)
     assert a.history.equals(b.history)
     assert int(a.gan.d_optimizer.iterations) == 80 and a.metrics["iterations"] == 40
+    # The losses at a finer step (every 5) average back to each interval's (of 10), as on TensorFlow.
+    fine = np.array([[r["d_loss"], r["g_loss"]] for r in a.state["loss_steps"]])
+    assert [r["iteration"] for r in a.state["loss_steps"]] == list(range(5, 41, 5))
+    np.testing.assert_allclose(fine.reshape(4, 2, 2).mean(1), a.history[["d_loss", "g_loss"]].to_numpy(), rtol=1e-5)
 
     with pytest.raises(KeyboardInterrupt):
         run(cfg, images, tmp_path, "cut", callbacks=(stop_at(25),))

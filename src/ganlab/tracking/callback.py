@@ -51,10 +51,14 @@ class TrainTracking(RunCallback):
             self.run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             self.run.save_pending("train")
 
-    def finish(self, metrics: dict, figures: list[Path], models: dict[str, tuple[Any, Path]]) -> str:
-        """Log the summary, figures and models; close the run; return its id."""
+    def finish(self, metrics: dict, figures: list[Path], models: dict[str, tuple[Any, Path]],
+               fine: Any = None) -> str:
+        """Log the summary, figures and models (and `fine`, the losses at a finer step than the interval,
+        as `fine_<loss>`); close the run; return its id."""
         run = self.run
         run.log_metrics(metrics, None, "train_")
+        for row in ([] if fine is None else fine.to_dict("records")):
+            run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, int(row["iteration"]), "fine_")
         for path in figures:
             run.log_artifact(path, "plots")
         uris = {f"{name}_uri": uri for name, (model, saved) in models.items()

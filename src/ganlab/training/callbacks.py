@@ -85,6 +85,40 @@ class IntervalCallback(keras.callbacks.Callback):
         self.checkpoints.save(it, self.state, self.samples_dir)
 
 
+STEP_COLUMNS = ["iteration", "d_loss", "g_loss", "d_acc"]
+
+
+def loss_step(iterations: int, steps_per_execution: int, points: int = 100) -> int:
+    """Iterations between two rows of `LossSteps`: about `points` rows a run, whole compiled calls each."""
+    return steps_per_execution * max(1, math.ceil(iterations / points / steps_per_execution))
+
+
+class LossSteps(keras.callbacks.Callback):
+    """The losses at a finer step than the sample interval, so a short run still draws a curve: the mean
+    over each `every` iterations, taken from the running means of the interval that both backends report
+    after each compiled call. Rows go to `rows` (the checkpoint's state keeps them for a resumed run)."""
+
+    def __init__(self, every: int, rows: list[dict]):
+        super().__init__()
+        self.every, self.rows = every, rows
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = int(self.model.iteration.numpy())
+        self.n = self.n_logged = 0  # iterations into the interval: done, and up to the last row
+        self.sums_logged = dict.fromkeys(STEP_COLUMNS[1:], 0.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        before, self.n = self.n, self.n + self.model.steps_per_execution
+        if not logs or (self.start + self.n) // self.every == (self.start + before) // self.every:
+            return
+        # The interval's running mean times its length is a running sum; two sums give the window's mean.
+        sums = {k: float(np.mean(logs[k])) * self.n for k in STEP_COLUMNS[1:]}
+        window = self.n - self.n_logged
+        self.rows.append({"iteration": self.start + self.n,
+                          **{k: (sums[k] - self.sums_logged[k]) / window for k in sums}})
+        self.sums_logged, self.n_logged = sums, self.n
+
+
 class ProgressBar(keras.callbacks.Callback):
     """One bar for the whole run (not one per interval) with it/s and the current losses."""
 

@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from ganlab.core.config import Params
 from ganlab.core.files import write_json
 from ganlab.data import data_info, load_split
@@ -18,6 +20,7 @@ from ganlab.report.plots import history_figures, save_figure
 from ganlab.tracking import store as tracking
 from ganlab.tracking.callback import TrainTracking
 from ganlab.tracking.naming import logged_params, run_name
+from ganlab.training.callbacks import STEP_COLUMNS
 from ganlab.training.train import resolved, train, weights_digest
 from ganlab.training.watch import quality_watch
 
@@ -67,6 +70,8 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
         save_model(model, path)
     paths.plots.mkdir(parents=True, exist_ok=True)
     result.history.to_csv(paths.plots / "history.csv", index=False)
+    fine = pd.DataFrame(result.state["loss_steps"], columns=STEP_COLUMNS)
+    fine.to_csv(paths.plots / "losses.csv", index=False)
     figures = [save_figure(fig, paths.out / f"{name}.png") for name, fig in history_figures(result.history).items()]
     device = result.state["device"]
     digest = weights_digest(result.gan)
@@ -77,7 +82,7 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
                **{f"device_{k}": v for k, v in device.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     write_json(paths.metrics, metrics)
-    run_id = mlrun.finish(metrics, figures, models if cfg.log_models else {})
+    run_id = mlrun.finish(metrics, figures, models if cfg.log_models else {}, fine)
     # The outputs now hold the finished run. A checkpoint left behind would make the next re-run
     # (after a code change, say) "resume" at the last iteration and train nothing.
     shutil.rmtree(paths.checkpoints, ignore_errors=True)

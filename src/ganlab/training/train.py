@@ -30,7 +30,14 @@ from ganlab.core.files import StageError
 from ganlab.nets import models
 from ganlab.nets.specs import SPECS, resolve
 from ganlab.report.plots import save_grid
-from ganlab.training.callbacks import HISTORY_COLUMNS, IntervalCallback, ProgressBar, RunCallback
+from ganlab.training.callbacks import (
+    HISTORY_COLUMNS,
+    IntervalCallback,
+    LossSteps,
+    ProgressBar,
+    RunCallback,
+    loss_step,
+)
 from ganlab.training.checkpoints import CHECKPOINT_FORMAT, Checkpoints
 from ganlab.training.devices import select_device
 from ganlab.training.gan import GAN
@@ -196,7 +203,10 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
             cb.on_first_grid(grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, listeners)
     bar = ProgressBar(cfg.iterations, start)
-    all_callbacks = [interval_cb, bar, *callbacks]
+    # The losses at a finer step (kept in the checkpointed state, up to where this run starts).
+    state["loss_steps"] = [r for r in state.get("loss_steps", []) if r["iteration"] <= start]
+    steps = LossSteps(loss_step(cfg.iterations, gan.most_steps_per_execution), state["loss_steps"])
+    all_callbacks = [interval_cb, bar, steps, *callbacks]
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations;
         # then whole intervals, then a short last one when sample_interval does not divide iterations.
