@@ -300,6 +300,55 @@ def test_a_checkpoint_trained_in_another_precision_or_device_is_refused_and_kept
     assert json.loads(path.read_text())["iteration"] == 10 and list((tmp_path / "cut" / "ckpt").glob("*.npz"))
 
 
+def test_loss_steps_windows_cross_intervals_and_a_resume_mid_window_writes_what_an_unbroken_run_does():
+    """Intervals of 10, calls of 5, a row every 15 (so windows cross intervals), 47 iterations (a short
+    last row), each iteration's losses equal to its number: every row is the exact mean of its window."""
+    import copy
+    from types import SimpleNamespace
+
+    from ganlab.training.callbacks import STEP_COLUMNS, LossSteps
+
+    class Model:  # what LossSteps reads of the GAN
+        it, steps_per_execution = 0, 5
+        iteration = property(lambda self: SimpleNamespace(numpy=lambda: self.it))
+
+    def drive(cb, model, stop=None):
+        while model.it < 47:
+            end = min(model.it - model.it % 10 + 10, 47)  # this interval's end
+            first = model.it
+            cb.on_epoch_begin(0)
+            while model.it < end:
+                model.steps_per_execution = min(5, end - model.it)
+                model.it += model.steps_per_execution
+                mean = (first + 1 + model.it) / 2  # the running mean of 1..n over this interval
+                logs = dict.fromkeys(STEP_COLUMNS[1:], mean)
+                cb.on_train_batch_end(0, logs)
+                if model.it == stop:
+                    cb.hold()
+                    return
+            cb.on_epoch_end(0, logs)
+
+    def run_from(state, start, stop=None):
+        model = Model()
+        model.it = start
+        cb = LossSteps(15, 47, start, state)
+        cb.set_model(model)
+        drive(cb, model, stop)
+        return state
+
+    whole = run_from({"loss_steps": []}, 0)["loss_steps"]
+    assert [r["iteration"] for r in whole] == [15, 30, 45, 47]
+    edges = [0, 15, 30, 45, 47]
+    for row, a, b in zip(whole, edges, edges[1:]):
+        assert row["d_loss"] == pytest.approx((a + 1 + b) / 2), (row, a, b)
+    cut = run_from({"loss_steps": []}, 0, stop=25)  # stopped mid-interval and mid-window
+    saved = copy.deepcopy(cut)  # what the checkpoint keeps
+    saved["loss_steps"] = [r for r in saved["loss_steps"] if r["iteration"] <= 25]
+    resumed = run_from(saved, 25)["loss_steps"]
+    table = [[r[k] for k in STEP_COLUMNS] for r in whole]
+    np.testing.assert_allclose([[r[k] for k in STEP_COLUMNS] for r in resumed], table)
+
+
 def test_the_losses_at_a_finer_step_average_back_to_each_interval_and_survive_a_resume(images, tmp_path):
     from ganlab.training.callbacks import loss_step
 

@@ -95,28 +95,58 @@ def loss_step(iterations: int, steps_per_execution: int, points: int = 100) -> i
 
 class LossSteps(keras.callbacks.Callback):
     """The losses at a finer step than the sample interval, so a short run still draws a curve: the mean
-    over each `every` iterations, taken from the running means of the interval that both backends report
-    after each compiled call. Rows go to `rows` (the checkpoint's state keeps them for a resumed run)."""
+    over each `every` iterations (and a last, shorter row at `last`), taken from the running means of the
+    interval that both backends report after each compiled call. A window that crosses an interval's end
+    carries on into the next; the iterations not yet in a row are kept in `state["loss_pending"]` at each
+    interval's end (and by `hold` on an interrupt), and `state["loss_steps"]` holds the rows, so a run
+    resumed from a checkpoint writes what an unbroken one would."""
 
-    def __init__(self, every: int, rows: list[dict]):
+    def __init__(self, every: int, last: int, start: int, state: dict):
         super().__init__()
-        self.every, self.rows = every, rows
+        self.every, self.last, self.state = every, last, state
+        self.rows = state["loss_steps"]
+        pending = state.get("loss_pending") or {}
+        # What came before `start` and is in no row yet: (iterations, sums), when it was kept at `start`.
+        self.carry = (pending["n"], pending["sums"]) if pending.get("iteration") == start else (0, {})
+        self.logs = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = int(self.model.iteration.numpy())
-        self.n = self.n_logged = 0  # iterations into the interval: done, and up to the last row
-        self.sums_logged = dict.fromkeys(STEP_COLUMNS[1:], 0.0)
+        carried, sums = self.carry
+        # Iterations into the interval: done, and up to the last row (below 0: carried from before).
+        self.n, self.n_logged = 0, -carried
+        self.sums_logged = {k: -sums.get(k, 0.0) for k in STEP_COLUMNS[1:]}
+        self.carry, self.logs = (0, {}), None
 
     def on_train_batch_end(self, batch, logs=None):
         before, self.n = self.n, self.n + self.model.steps_per_execution
-        if not logs or (self.start + self.n) // self.every == (self.start + before) // self.every:
+        self.logs = logs
+        crossed = (self.start + self.n) // self.every != (self.start + before) // self.every
+        if not logs or not (crossed or self.start + self.n >= self.last):
             return
         # The interval's running mean times its length is a running sum; two sums give the window's mean.
-        sums = {k: float(np.mean(logs[k])) * self.n for k in STEP_COLUMNS[1:]}
+        sums = self._sums(logs)
         window = self.n - self.n_logged
         self.rows.append({"iteration": self.start + self.n,
                           **{k: (sums[k] - self.sums_logged[k]) / window for k in sums}})
         self.sums_logged, self.n_logged = sums, self.n
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.hold()
+        pending = self.state.get("loss_pending") or {}
+        self.carry = ((pending["n"], pending["sums"]) if pending.get("iteration") == self.start + self.n
+                      else (0, {}))
+
+    def hold(self) -> None:
+        """Keep the iterations done since the last row in the state (before a checkpoint is written)."""
+        if self.logs is None:
+            return
+        sums = self._sums(self.logs)
+        self.state["loss_pending"] = {"iteration": self.start + self.n, "n": self.n - self.n_logged,
+                                      "sums": {k: sums[k] - self.sums_logged[k] for k in sums}}
+
+    def _sums(self, logs) -> dict[str, float]:
+        return {k: float(np.mean(logs[k])) * self.n for k in STEP_COLUMNS[1:]}
 
 
 class ProgressBar(keras.callbacks.Callback):

@@ -203,10 +203,11 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
             cb.on_first_grid(grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, listeners)
     bar = ProgressBar(cfg.iterations, start)
-    # The losses at a finer step (kept in the checkpointed state, up to where this run starts).
+    # The losses at a finer step (kept in the checkpointed state, up to where this run starts). First, so that
+    # what it holds back is in the state before the interval's checkpoint is written.
     state["loss_steps"] = [r for r in state.get("loss_steps", []) if r["iteration"] <= start]
-    steps = LossSteps(loss_step(cfg.iterations, gan.most_steps_per_execution), state["loss_steps"])
-    all_callbacks = [interval_cb, bar, steps, *callbacks]
+    steps = LossSteps(loss_step(cfg.iterations, gan.most_steps_per_execution), cfg.iterations, start, state)
+    all_callbacks = [steps, interval_cb, bar, *callbacks]
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations;
         # then whole intervals, then a short last one when sample_interval does not divide iterations.
@@ -222,6 +223,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
             gan.run(1, tail, all_callbacks)
     except KeyboardInterrupt:
         it = int(gan.iteration.numpy())
+        steps.hold()
         interval_cb.save(it)
         log.warning("interrupted at iteration %d; checkpoint saved in %s", it, checkpoints.folder)
         raise
