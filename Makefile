@@ -85,7 +85,7 @@ server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifa
 	  --host $(HOST) --port $(PORT)
 
 resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the tracking server was away
-	$(PY) -m ganlab.tracking.runlog resend
+	$(PY) -m ganlab.tools.resend
 
 # A small documented grid; override it: make sweep SWEEP="-S train.seed=1,2,3" JOBS=3
 # Over several machines, each on the same commit and MLFLOW_TRACKING_URI (make server): on machine k of n,

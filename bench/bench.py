@@ -29,7 +29,7 @@ import yaml
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.hardware import ONEDNN_ENV, cpu_info, iteration_gflop, onednn_state, peak_gflops
-from ganlab.data import load_split
+from ganlab.data.arrays import load_split
 from ganlab.nets import models
 from ganlab.nets.specs import SPECS
 from ganlab.training.devices import select_device

@@ -9,7 +9,7 @@ from pathlib import Path
 from ganlab.core.cli import run_stage
 from ganlab.core.config import load_params
 from ganlab.core.files import write_json
-from ganlab.data import load_split
+from ganlab.data.arrays import load_split
 from ganlab.evaluation.classifier import train_classifier
 from ganlab.nets.saving import save_model
 

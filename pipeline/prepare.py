@@ -9,7 +9,7 @@ from pathlib import Path
 from ganlab.core.cli import run_stage
 from ganlab.core.config import load_params
 from ganlab.core.files import write_json
-from ganlab.data import prepare
+from ganlab.data.arrays import prepare
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def fake_mnist(monkeypatch):
     """Small deterministic IDX payloads, with IDX_FILES patched to expect exactly them."""
-    from ganlab import data
+    from ganlab.data import sources as data
 
     rng = np.random.default_rng(0)
     arrays = {

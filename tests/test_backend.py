@@ -112,7 +112,7 @@ def test_jax_refuses_what_only_tensorflow_does_and_takes_every_strategy():
 JUDGE = """
 import json, sys
 import numpy as np
-from ganlab.evaluation import evaluate as ev
+from ganlab.evaluation import judge as ev
 from ganlab.core.config import EvaluateConfig
 from ganlab.nets.saving import load_model
 d = sys.argv[1]
@@ -172,6 +172,6 @@ def test_a_checkpoint_from_the_other_backend_is_refused_and_kept(tmp_path):
     cfg = TrainConfig(iterations=20, sample_interval=10, batch_size=16, width=0.25)
     x = np.zeros((32, 28, 28, 1), np.float32)
     with pytest.raises(StageError) as err:
-        T.train(cfg, x, "h", tmp_path / "samples", ckpt)
+        T.train(T.resolved(cfg), x, "h", tmp_path / "samples", ckpt)
     assert "written by train.backend: jax" in str(err.value) and "\n" not in str(err.value)
     assert (ckpt / "state.json").exists()

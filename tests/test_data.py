@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganlab import data
 from ganlab.core.config import PrepareConfig
 from ganlab.core.files import StageError
+from ganlab.data import arrays, sources
 
 from .conftest import ROOT
 
@@ -20,7 +20,7 @@ NO_NET = PrepareConfig(mirrors=(), npz_urls=(), timeout_s=2, retries=1)
 
 def serve_idx(root, payloads, skip=(), corrupt=()):
     for key, raw in payloads.items():
-        name = data.IDX_FILES[key].name
+        name = sources.IDX_FILES[key].name
         if key in skip:
             continue
         if key in corrupt:
@@ -30,22 +30,22 @@ def serve_idx(root, payloads, skip=(), corrupt=()):
 
 def test_idx_round_trip():
     arr = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    assert np.array_equal(data.decode_idx(data.encode_idx(arr)), arr)
-    with pytest.raises(data.SourceError, match="header says"):
-        data.decode_idx(data.encode_idx(arr)[:-5])
+    assert np.array_equal(sources.decode_idx(sources.encode_idx(arr)), arr)
+    with pytest.raises(sources.SourceError, match="header says"):
+        sources.decode_idx(sources.encode_idx(arr)[:-5])
 
 
 def test_download_then_cache(fake_mnist, http_dir, tmp_path):
-    arrays, payloads = fake_mnist
+    idx_arrays, payloads = fake_mnist
     root, url, _ = http_dir
     serve_idx(root, payloads)
     cfg = dataclasses.replace(NO_NET, mirrors=(url,), source="auto")
     raw = tmp_path / "raw"
-    source, got = data.acquire(cfg, raw)
+    source, got = sources.acquire(cfg, raw)
     assert source == "download" and got == payloads
-    assert sorted(p.name for p in raw.iterdir()) == sorted(s.name for s in data.IDX_FILES.values())
+    assert sorted(p.name for p in raw.iterdir()) == sorted(s.name for s in sources.IDX_FILES.values())
     # The second run is served from the verified cache, with the mirror gone.
-    source, got = data.acquire(dataclasses.replace(cfg, mirrors=()), raw)
+    source, got = sources.acquire(dataclasses.replace(cfg, mirrors=()), raw)
     assert source == "cache" and got == payloads
 
 
@@ -68,7 +68,7 @@ def test_bad_mirror_moves_on_to_next(fault, fake_mnist, http_dir, tmp_path):
         bad_url = "http://127.0.0.1:9/"  # discard port: nothing listens
     cfg = dataclasses.replace(NO_NET, source="download", mirrors=(bad_url, url + "good/"))
     raw = tmp_path / "raw"
-    source, got = data.acquire(cfg, raw)
+    source, got = sources.acquire(cfg, raw)
     assert source == "download" and got == payloads
 
 
@@ -78,9 +78,9 @@ def test_all_mirrors_bad_gives_one_clear_line(fake_mnist, http_dir, tmp_path):
     serve_idx(root, payloads, corrupt=("train_images",))
     cfg = dataclasses.replace(NO_NET, source="download", mirrors=(url,))
     with pytest.raises(StageError) as err:
-        data.acquire(cfg, tmp_path / "raw")
+        sources.acquire(cfg, tmp_path / "raw")
     msg = str(err.value)
-    assert "\n" not in msg and "MD5" in msg and data.IDX_FILES["train_images"].gz_md5 in msg
+    assert "\n" not in msg and "MD5" in msg and sources.IDX_FILES["train_images"].gz_md5 in msg
     assert "prepare.source" in msg
     # Nothing unverified is left where a later run would trust it.
     assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
@@ -93,18 +93,18 @@ def test_bad_cache_falls_back_and_repairs(damage, fake_mnist, http_dir, tmp_path
     raw = tmp_path / "raw"
     raw.mkdir()
     for key, blob in payloads.items():
-        (raw / data.IDX_FILES[key].name).write_bytes(blob)
-    victim = raw / data.IDX_FILES["test_images"].name
+        (raw / sources.IDX_FILES[key].name).write_bytes(blob)
+    victim = raw / sources.IDX_FILES["test_images"].name
     if damage == "missing":
         victim.unlink()
     else:
         victim.write_bytes(victim.read_bytes()[:100])
-    with pytest.raises(data.SourceError, match="t10k-images"):
-        data.from_cache(raw)
+    with pytest.raises(sources.SourceError, match="t10k-images"):
+        sources.from_cache(raw)
     serve_idx(root, payloads)
-    source, _ = data.acquire(dataclasses.replace(NO_NET, mirrors=(url,)), raw)
+    source, _ = sources.acquire(dataclasses.replace(NO_NET, mirrors=(url,)), raw)
     assert source == "download"
-    assert data.from_cache(raw) == payloads  # repaired
+    assert sources.from_cache(raw) == payloads  # repaired
 
 
 def test_explicit_cache_source_stops_with_hash_in_message(fake_mnist, tmp_path):
@@ -112,47 +112,47 @@ def test_explicit_cache_source_stops_with_hash_in_message(fake_mnist, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for key, blob in payloads.items():
-        (raw / data.IDX_FILES[key].name).write_bytes(blob)
-    (raw / data.IDX_FILES["train_labels"].name).write_bytes(b"\0\0\x08\x01garbage")
+        (raw / sources.IDX_FILES[key].name).write_bytes(blob)
+    (raw / sources.IDX_FILES["train_labels"].name).write_bytes(b"\0\0\x08\x01garbage")
     with pytest.raises(StageError) as err:
-        data.acquire(dataclasses.replace(NO_NET, source="cache"), raw)
-    assert data.IDX_FILES["train_labels"].sha256 in str(err.value)
+        sources.acquire(dataclasses.replace(NO_NET, source="cache"), raw)
+    assert sources.IDX_FILES["train_labels"].sha256 in str(err.value)
     assert "delete it" in str(err.value)
 
 
 def test_npz_source(fake_mnist, http_dir, tmp_path, monkeypatch):
-    arrays, payloads = fake_mnist
+    idx_arrays, payloads = fake_mnist
     root, url, _ = http_dir
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, x_train=arrays["train_images"], y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez(buf, x_train=idx_arrays["train_images"], y_train=idx_arrays["train_labels"],
+             x_test=idx_arrays["test_images"], y_test=idx_arrays["test_labels"])
     (root / "mnist.npz").write_bytes(buf.getvalue())
     cfg = dataclasses.replace(NO_NET, source="download", npz_urls=(url + "mnist.npz",))
     with pytest.raises(StageError, match="SHA-256"):
-        data.acquire(cfg, tmp_path / "raw")
-    monkeypatch.setattr(data, "NPZ_SHA256", __import__("hashlib").sha256(buf.getvalue()).hexdigest())
-    source, got = data.acquire(cfg, tmp_path / "raw")
+        sources.acquire(cfg, tmp_path / "raw")
+    monkeypatch.setattr(sources, "NPZ_SHA256", __import__("hashlib").sha256(buf.getvalue()).hexdigest())
+    source, got = sources.acquire(cfg, tmp_path / "raw")
     assert source == "download" and got == payloads
 
 
 def test_package_refuses_unverified_pickle(tmp_path):
     bogus = tmp_path / "mnist.pkl.gz"
     bogus.write_bytes(gzip.compress(b"not a pickle"))
-    with pytest.raises(data.SourceError, match="SHA-256"):
-        data.from_package(bogus)
+    with pytest.raises(sources.SourceError, match="SHA-256"):
+        sources.from_package(bogus)
 
 
 def test_prepare_writes_scaled_arrays(fake_mnist, http_dir, tmp_path):
-    arrays, payloads = fake_mnist
+    idx_arrays, payloads = fake_mnist
     root, url, _ = http_dir
     serve_idx(root, payloads)
     out = tmp_path / "prepared"
-    manifest = data.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
-    x, y = data.load_split(out, "train", manifest)
+    manifest = arrays.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
+    x, y = arrays.load_split(out, "train", manifest)
     assert isinstance(x, np.memmap) and x.shape == (60, 28, 28, 1) and x.dtype == np.float32
-    assert np.allclose(x[..., 0], arrays["train_images"] / 127.5 - 1, atol=1e-6)
+    assert np.allclose(x[..., 0], idx_arrays["train_images"] / 127.5 - 1, atol=1e-6)
     assert -1 <= x.min() and x.max() <= 1
     assert manifest["counts"] == {"train": 60, "test": 20}
     assert manifest["class_histogram"]["train"] == [6] * 10
@@ -164,18 +164,18 @@ def test_truncated_prepared_array_is_refused(fake_mnist, http_dir, tmp_path):
     root, url, _ = http_dir
     serve_idx(root, payloads)
     out = tmp_path / "prepared"
-    manifest = data.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
+    manifest = arrays.prepare(dataclasses.replace(NO_NET, mirrors=(url,)), tmp_path / "raw", out)
     path = out / "test_x.npy"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(StageError, match=r"corrupted .*; restore it with `dvc checkout --force data/prepared`"):
-        data.load_split(out, "test", manifest)
+        arrays.load_split(out, "test", manifest)
 
 
 def test_package_reproduces_official_payloads():
-    payloads = data.from_package()  # raises unless all four SHA-256 match the official IDX files
-    labels = data.decode_idx(payloads["train_labels"])
+    payloads = sources.from_package()  # raises unless all four SHA-256 match the official IDX files
+    labels = sources.decode_idx(payloads["train_labels"])
     assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    test_labels = data.decode_idx(payloads["test_labels"])
+    test_labels = sources.decode_idx(payloads["test_labels"])
     assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
@@ -213,7 +213,7 @@ def test_disk_full_part_way_leaves_nothing_half_written(fake_mnist, http_dir, tm
     assert sorted(p.name for p in out.iterdir()) == ["train_x.npy", "train_y.npy"]
     assert not manifest.exists()
     with pytest.raises(StageError, match="missing"):
-        data.load_split(out, "test")
+        arrays.load_split(out, "test")
 
 
 def test_a_mirror_that_never_answers_costs_one_timeout_then_the_next_source(fake_mnist, http_dir, tmp_path,
@@ -238,7 +238,7 @@ def test_a_mirror_that_never_answers_costs_one_timeout_then_the_next_source(fake
     monkeypatch.setattr(urllib.request, "urlopen", counting)
     cfg = dataclasses.replace(NO_NET, source="download", mirrors=(silent_url, url), timeout_s=0.5, retries=3)
     try:
-        source, got = data.acquire(cfg, tmp_path / "raw")
+        source, got = sources.acquire(cfg, tmp_path / "raw")
     finally:
         silent.close()
     assert source == "download" and got == payloads

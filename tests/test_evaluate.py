@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from ganlab.evaluation import evaluate as ev
+from ganlab.evaluation import judge as ev
+from ganlab.evaluation import metrics
 
 
 def test_confusion_matrix_arithmetic():
     d_real = np.array([0.9, 0.6, 0.5, 0.2])  # 3 judged real (>= 0.5), 1 judged fake
     d_fake = np.array([0.1, 0.7, 0.3, 0.0, 0.49])  # 1 judged real
-    cm = ev.confusion(d_real, d_fake)
+    cm = metrics.confusion(d_real, d_fake)
     assert (cm["tp"], cm["fn"], cm["tn"], cm["fp"]) == (3, 1, 4, 1)
     assert cm["accuracy"] == pytest.approx(7 / 9)
     assert cm["precision"] == pytest.approx(3 / 4)
@@ -20,8 +21,8 @@ def test_confusion_matrix_arithmetic():
 
 def test_frechet_distance_zero_for_identical_and_grows_with_shift():
     x = np.random.default_rng(0).standard_normal((2000, 8))
-    assert ev.frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
-    near, far = ev.frechet_distance(x, x + 0.5), ev.frechet_distance(x, x + 2.0)
+    assert metrics.frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
+    near, far = metrics.frechet_distance(x, x + 0.5), metrics.frechet_distance(x, x + 2.0)
     assert near == pytest.approx(8 * 0.25, rel=1e-3)  # |mu1 - mu2|^2, same covariance
     assert far > near > 0
 
@@ -33,28 +34,28 @@ def onehot(labels, n=10):
 def test_modes_and_kl_on_collapsed_and_uniform_sets():
     uniform = onehot(np.arange(1000) % 10)
     collapsed = onehot(np.array([3] * 995 + [4] * 5))
-    assert ev.modes_covered(uniform) == 10 and ev.kl_to_uniform(uniform) == pytest.approx(0, abs=1e-9)
-    assert ev.modes_covered(collapsed) == 1  # class 4 has 0.5% < 1%
-    assert ev.kl_to_uniform(collapsed) > 2
-    assert ev.classifier_score(uniform) > 9 > 1.2 > ev.classifier_score(collapsed)
+    assert metrics.modes_covered(uniform) == 10 and metrics.kl_to_uniform(uniform) == pytest.approx(0, abs=1e-9)
+    assert metrics.modes_covered(collapsed) == 1  # class 4 has 0.5% < 1%
+    assert metrics.kl_to_uniform(collapsed) > 2
+    assert metrics.classifier_score(uniform) > 9 > 1.2 > metrics.classifier_score(collapsed)
 
 
 def test_manifold_scores_on_known_sets():
     rng = np.random.default_rng(0)
     real = rng.standard_normal((1000, 4))
-    same = ev.manifold(real, rng.standard_normal((1000, 4)), k=3)
+    same = metrics.manifold(real, rng.standard_normal((1000, 4)), k=3)
     assert same["precision"] > 0.8 and same["recall"] > 0.8
     assert 0.8 < same["density"] < 1.2 and same["coverage"] > 0.8
     # Mode collapse: fakes sit in one small corner of the real manifold -> high precision, low recall.
-    collapsed = ev.manifold(real, rng.standard_normal((1000, 4)) * 0.1, k=3)
+    collapsed = metrics.manifold(real, rng.standard_normal((1000, 4)) * 0.1, k=3)
     assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.3 and collapsed["coverage"] < 0.2
     # Fakes far away: none of them.
-    far = ev.manifold(real, rng.standard_normal((1000, 4)) + 20, k=3)
+    far = metrics.manifold(real, rng.standard_normal((1000, 4)) + 20, k=3)
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     # Radii given are the radii used; the reference's own give the figures computed without them.
     fakes = rng.standard_normal((300, 4))
-    assert ev.manifold(real, fakes, 3, ev.kth_radius(real, 3)) == ev.manifold(real, fakes, 3)
-    assert ev.manifold(real, fakes, 3, np.zeros(len(real)))["precision"] == 0.0
+    assert metrics.manifold(real, fakes, 3, metrics.kth_radius(real, 3)) == metrics.manifold(real, fakes, 3)
+    assert metrics.manifold(real, fakes, 3, np.zeros(len(real)))["precision"] == 0.0
 
 
 def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothing():
@@ -69,18 +70,18 @@ def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothin
     grey = np.abs(rng.standard_normal((1000, 8))) * 0.05
     repeated = np.repeat(real[500:501], 1000, axis=0)
     for fakes in (grey, repeated):
-        m = ev.manifold(real, fakes, k=3)
+        m = metrics.manifold(real, fakes, k=3)
         assert m["precision"] == 1.0 and m["recall"] < 0.01
         assert m["coverage"] < 0.02, m
-    assert ev.manifold(real, real[::-1] + rng.standard_normal(real.shape) * 0.05, k=3)["coverage"] > 0.9
+    assert metrics.manifold(real, real[::-1] + rng.standard_normal(real.shape) * 0.05, k=3)["coverage"] > 0.9
 
 
 def test_interpolation_and_neighbours():
     a, b = np.zeros(3), np.ones(3)
-    line = ev.interpolate(a, b, 5)
+    line = metrics.interpolate(a, b, 5)
     assert line.shape == (5, 3) and np.allclose(line[2], 0.5)
     train = np.random.default_rng(0).uniform(-1, 1, (50, 28, 28, 1)).astype(np.float32)
-    idx = ev.nearest_neighbours(train[[7, 31]] + 0.01, train, chunk=16)
+    idx = metrics.nearest_neighbours(train[[7, 31]] + 0.01, train, chunk=16)
     assert idx.tolist() == [7, 31]
 
 
@@ -123,7 +124,7 @@ def test_the_stage_work_on_tiny_models(tmp_path):
 def test_label_agreement_overall_and_per_digit():
     asked = np.array([0, 0, 1, 1, 2])
     read = np.array([0, 5, 1, 1, 7])
-    agree = ev.label_agreement(asked, read)
+    agree = metrics.label_agreement(asked, read)
     assert agree["overall"] == pytest.approx(3 / 5)
     assert agree["per_digit"] == {"0": 0.5, "1": 1.0, "2": 0.0}
 
@@ -133,7 +134,7 @@ def test_pixel_gap_finds_a_bright_corner_dot_and_only_there():
     real = rng.uniform(-1, -0.9, (200, 28, 28, 1))
     fakes = real.copy()
     fakes[:, 26, 26, 0] = 0.5  # a dot near the bottom-right corner in every sample
-    gap = ev.pixel_gap(fakes, real)
+    gap = metrics.pixel_gap(fakes, real)
     assert (gap["at_row"], gap["at_col"]) == (26, 26) and gap["max_abs"] > 1.3
     assert gap["bottom_right_mean_abs"] > 0.1 > max(gap["top_left_mean_abs"], gap["middle_mean_abs"])
-    assert ev.pixel_gap(real, real)["max_abs"] == 0
+    assert metrics.pixel_gap(real, real)["max_abs"] == 0

@@ -26,7 +26,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(backend,
     import mlflow
     import yaml
 
-    from ganlab.data import save_scaled
+    from ganlab.data.arrays import save_scaled
 
     from .conftest import free_port
 

@@ -139,7 +139,7 @@ def test_server_lost_mid_run_keeps_everything_and_resend_uploads_it(served, repr
     assert PASSWORD not in err + out and TOKEN not in err + out
 
     server.start()
-    sent = sh([sys.executable, "-m", "ganlab.tracking.runlog", "resend"], dest, env)
+    sent = sh([sys.executable, "-m", "ganlab.tools.resend"], dest, env)
     assert "1 of 1 queued files sent" in sent.stdout and not pending.exists()
     _, client = client_for(env)
     run = client.get_run(run_id)

@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from ganlab.core.files import StageError
+from ganlab.tools.resend import resend
 from ganlab.tracking import store as tracking
-from ganlab.tracking.runlog import RunLog, execute, resend
+from ganlab.tracking.runlog import RunLog, execute
 from ganlab.tracking.store import check_server
 
 

@@ -57,7 +57,7 @@ def test_two_step_takes_two_discriminator_steps(images):
 
 
 def run(cfg, images, tmp_path, name, **kw):
-    return T.train(cfg, images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
+    return T.train(T.resolved(cfg), images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
 
 
 def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
@@ -112,7 +112,7 @@ def test_two_processes_same_seed_same_weights(tmp_path):
         from ganlab.core.config import TrainConfig
         x = np.random.default_rng(0).uniform(-1, 1, (60000, 28, 28, 1)).astype(np.float32)
         cfg = TrainConfig(iterations=400, sample_interval=50, checkpoint_interval=400, resume=False)
-        res = T.train(cfg, x, "h", Path(sys.argv[1]) / "s", Path(sys.argv[1]) / "c")
+        res = T.train(T.resolved(cfg), x, "h", Path(sys.argv[1]) / "s", Path(sys.argv[1]) / "c")
         print("digest", T.weights_digest(res.gan))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / name)], cwd=ROOT, text=True,
@@ -159,7 +159,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         cfg = TrainConfig(iterations=10, sample_interval=5, checkpoint_interval=5, batch_size=16,
                           steps_per_execution=5, strategy="mirrored", width=0.25)
         x = np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
-        res = T.train(cfg, x, "h", Path(r"{tmp_path}") / "s", Path(r"{tmp_path}") / "c")
+        res = T.train(T.resolved(cfg), x, "h", Path(r"{tmp_path}") / "s", Path(r"{tmp_path}") / "c")
         assert res.state["device"]["replicas"] == 2, res.state["device"]
         assert res.metrics["iterations"] == 10
         # Every replica holds the same weights after training: the all-reduce kept them in sync.

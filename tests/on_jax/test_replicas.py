@@ -21,7 +21,7 @@ CFG = TrainConfig(iterations=50, sample_interval=10, checkpoint_interval=10, bat
 
 
 def run(cfg, images, tmp_path, name, **kw):
-    return T.train(cfg, images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
+    return T.train(T.resolved(cfg), images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
 
 
 def test_this_process_sees_two_devices_and_auto_uses_both():

@@ -28,7 +28,7 @@ def make(cfg):
 
 
 def run(cfg, images, tmp_path, name, **kw):
-    return T.train(cfg, images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
+    return T.train(T.resolved(cfg), images, "h", tmp_path / name / "samples", tmp_path / name / "ckpt", **kw)
 
 
 def test_neither_tensorflow_nor_mlflow_is_loaded():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ganlab.core.config import Params, flatten
 from ganlab.core.files import write_json
-from ganlab.data import load_split
-from ganlab.evaluation import evaluate as ev
+from ganlab.data.arrays import load_split
+from ganlab.evaluation import judge as ev
 from ganlab.nets.models import weights_digest
 from ganlab.nets.saving import load_model
 from ganlab.tracking.runlog import RunLog

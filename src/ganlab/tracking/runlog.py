@@ -3,18 +3,14 @@
 Tracking must never cost a trained model. Every write to the run is an
 operation (a small JSON-able dict) that `RunLog` carries out at once; if the
 tracking store fails, the operation is queued instead, the stage carries on,
-and the queue is saved in `mlflow-pending/`. `python -m ganlab.tracking.runlog resend`
-(`make resend`) replays it once the store is back.
-
-Run: python -m ganlab.tracking.runlog resend [mlflow-pending/*.json]
+and the queue is saved in `mlflow-pending/`. `make resend` (`ganlab.tools.resend`) replays it
+once the store is back.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +21,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ganlab.core.files import StageError, read_json, write_json
+from ganlab.core.files import read_json, write_json
 from ganlab.tracking import store as tracking
 
 log = logging.getLogger(__name__)
@@ -268,20 +264,6 @@ class RunLog:
         return path
 
 
-def resend(path: Path) -> int:
-    """Replay a pending file against the current tracking store; return how many writes still fail."""
-    data = read_json(path, "queued MLflow writes")
-    tracking.connect()
-    run = RunLog(data["run_id"])
-    for op in data["pending"]:
-        run.submit(op)
-    if run.pending:
-        write_json(path, {**data, "pending": run.pending})
-    else:
-        path.unlink()
-    return len(run.pending)
-
-
 def run_info(run_id: str) -> dict[str, str]:
     """What later stages need to find the run again (no secrets: the URI is redacted)."""
     return {"run_id": run_id, "tracking_uri": tracking.redact(tracking.tracking_uri()),
@@ -294,27 +276,3 @@ def write_run_info(path: Path, run_id: str, **extra: str) -> None:
     except Exception:  # the store may be down: the run id alone still lets us retry later
         info = {"run_id": run_id, "tracking_uri": tracking.redact(tracking.tracking_uri())}
     write_json(path, {**info, **extra})
-
-
-def main() -> None:
-    from ganlab.core.cli import run_stage
-
-    ap = argparse.ArgumentParser(description="Send queued MLflow writes (mlflow-pending/*.json) to the store.")
-    ap.add_argument("command", choices=["resend"])
-    ap.add_argument("files", nargs="*", type=Path)
-    args = ap.parse_args()
-
-    def go() -> None:
-        files = args.files or sorted((tracking.project_root() / PENDING_DIR).glob("*.json"))
-        tracking.check_server(tracking.tracking_uri())
-        left = {f: resend(f) for f in files}
-        sent = sum(1 for n in left.values() if n == 0)
-        print(f"resend: {sent} of {len(files)} queued files sent to {tracking.redact(tracking.tracking_uri())}")
-        if any(left.values()):
-            raise StageError(f"{sum(left.values())} writes still failed; they stay queued, run it again later")
-
-    run_stage("resend", go)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ganlab.core.config import Params
 from ganlab.core.files import write_json
-from ganlab.data import data_info, load_split
+from ganlab.data.arrays import data_info, load_split
 from ganlab.nets.models import portable
 from ganlab.nets.saving import save_model
 from ganlab.report.plots import history_figures, save_figure

@@ -28,7 +28,7 @@ import pandas as pd
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
 from ganlab.nets import models
-from ganlab.nets.specs import SPECS, resolve
+from ganlab.nets.specs import RESOLVED, SPECS, resolve
 from ganlab.report.plots import save_grid
 from ganlab.training.callbacks import (
     HISTORY_COLUMNS,
@@ -125,13 +125,14 @@ class TrainResult:
 
 def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Path, ckpt_dir: Path,
           callbacks: tuple[keras.callbacks.Callback, ...] = (), labels: np.ndarray | None = None) -> TrainResult:
-    """Train (or resume) the GAN in `cfg` on `images` (with their digit `labels`, which a conditional
-    model needs); return the model, history and summary metrics.
+    """Train (or resume) the GAN in `cfg`, a resolved config (`resolved`), on `images` (with their digit
+    `labels`, which a conditional model needs); return the model, history and summary metrics.
 
     `callbacks` are Keras callbacks, some with the run hooks the module docstring names (the MLflow
     run is one). A KeyboardInterrupt saves a checkpoint at the exact iteration and re-raises.
     """
-    cfg = resolved(cfg)
+    if cfg.backend == "auto" or any(getattr(cfg, key) is None for key in RESOLVED):
+        raise ValueError("train() takes a resolved config: pass resolved(cfg)")
     if keras.backend.backend() != cfg.backend:
         raise StageError(f"train.backend is {cfg.backend} but Keras runs on {keras.backend.backend()}; "
                          f"run with KERAS_BACKEND={cfg.backend} (the train stage sets it from params)")

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from ganlab.core.config import TrainConfig
-from ganlab.data import load_split
+from ganlab.data.arrays import load_split
 from ganlab.evaluation.classifier import FEATURES
-from ganlab.evaluation.evaluate import classifier_score, frechet_distance, modes_covered
+from ganlab.evaluation.metrics import classifier_score, frechet_distance, modes_covered
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
 from ganlab.training.checkpoints import save_variables
