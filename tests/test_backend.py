@@ -24,13 +24,17 @@ def jax_env() -> dict:
 
 
 @pytest.mark.slow
-def test_the_jax_step_keeps_every_guarantee():
-    """tests/on_jax: isolation, the game, determinism, resume, NaN stop, bf16, without TF or MLflow loaded."""
-    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-rA", "-p", "no:cacheprovider", "tests/on_jax"]
+@pytest.mark.parametrize("suite", sorted(p.name for p in (ROOT / "tests/on_jax").glob("test_*.py")))
+def test_the_jax_step_keeps_every_guarantee(suite):
+    """tests/on_jax: isolation, the game, determinism, resume, NaN stop, bf16, many devices, without TF
+    or MLflow loaded; one process per file, so that parallel workers share them out."""
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-rA", "-p", "no:cacheprovider", f"tests/on_jax/{suite}"]
     out = subprocess.run(cmd, cwd=ROOT, env=jax_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     summary = out.stdout.strip().splitlines()[-1]
-    assert re.search(r"\b\d\d+ passed", summary) and "skipped" not in summary, summary
+    tests = (ROOT / "tests/on_jax" / suite).read_text().count("\ndef test_")
+    passed = re.search(r"\b(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= tests and "skipped" not in summary, summary
 
 
 def test_a_keras_backend_that_disagrees_with_params_is_one_line(monkeypatch):
