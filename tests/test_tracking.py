@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,10 @@ def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_pat
 
     generator, _ = models.build("mlp", 4, width=0.05)
     save_model(generator, tmp_path / "generator.keras")
+    # MLflow infers a model's requirements by loading it in a subprocess (seconds); they are listed instead.
+    inferred = []
+    monkeypatch.setattr("mlflow.utils.requirements_utils._capture_imported_modules",
+                        lambda *a, **k: inferred.append(a) or [])
     run.log_model(generator, "generator", tmp_path / "generator.keras")
     for op in submitted * 2:  # landed once live, then once more from the queue
         execute(run_id, op)
@@ -114,6 +119,10 @@ def test_a_write_replayed_after_a_lost_reply_is_not_doubled(monkeypatch, tmp_pat
     logged = mlflow.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id],
                                          output_format="list")
     assert [m.name for m in logged] == ["generator"]
+    assert not inferred
+    listed = mlflow.artifacts.download_artifacts(f"{logged[0].artifact_location}/requirements.txt")
+    requirements = Path(listed).read_text()
+    assert {line.split("==")[0] for line in requirements.split()} >= {"mlflow", "keras", "numpy"}
 
 
 def test_nothing_pending_leaves_no_file(tmp_path):

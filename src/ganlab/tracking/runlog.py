@@ -109,6 +109,7 @@ def logged_model(run_id: str, name: str) -> Any:
 
 
 def _log_model(run_id: str, op: dict, model: Any) -> Any:
+    import keras
     import mlflow.keras
     from mlflow.models import infer_signature
 
@@ -134,26 +135,30 @@ def _log_model(run_id: str, op: dict, model: Any) -> Any:
             flat = {**x, "digit": x["digit"].ravel()} if is_conditional(model) else x
             info = _log_service(op, infer_signature(flat, y))
         else:
-            info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y))
+            info = mlflow.keras.log_model(model, name=op["name"], signature=infer_signature(x, y),
+                                          pip_requirements=_requirements(keras.backend.backend()))
     MlflowClient().set_terminated(run_id, status)
     return info
 
 
-def _log_service(op: dict, signature: Any) -> Any:
-    """G as the pyfunc of `ganlab/tracking/serving.py`, which checks requests; what `make serve` serves."""
+def _requirements(backend: str) -> list[str]:
+    """What a logged model needs, pinned to this environment. Listed, not inferred: MLflow infers them by
+    loading the model in a subprocess that imports Keras and the backend again, seconds per model."""
     import importlib.metadata
 
+    return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "keras", "numpy", backend)]
+
+
+def _log_service(op: dict, signature: Any) -> Any:
+    """G as the pyfunc of `ganlab/tracking/serving.py`, which checks requests; what `make serve` serves."""
     import mlflow.pyfunc
 
     here = Path(__file__).parent
     backend = op["backend"]
-    wheel = {"tensorflow": "tensorflow", "jax": "jax"}[backend]
-    # Listed, not inferred: inferring loads the model in a subprocess, which costs seconds.
-    requirements = [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "keras", "numpy", wheel)]
     return mlflow.pyfunc.log_model(
         name=op["name"], python_model=str(here / "serving.py"), artifacts={"generator": op["path"]},
         code_paths=[str(here.parent / "nets" / "layers.py")], signature=signature,
-        model_config={"keras_backend": backend}, pip_requirements=requirements)
+        model_config={"keras_backend": backend}, pip_requirements=_requirements(backend))
 
 
 class RunLog:
