@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 
 import jax
@@ -142,3 +143,39 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     ref.set_data(images)
     ref_after, _ = jax.jit(ref._iteration)(ref.state(), ref.images, ref.labels, jnp.int32(0))
     assert changed(ref_after["g_nt"], after["g_nt"]) is fakes_training
+
+
+@pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4), (14, 16, 8)])
+def test_upconv_is_the_blogs_layer_pair_and_compiles_without_a_dilated_convolution(size, c_in, c_out):
+    """On JAX `UpConv2D` computes as one sub-pixel convolution: still UpSampling2D + Conv2D(4, 'same'),
+    and with no zero-dilated input in the compiled program, the form XLA's CPU kernels run slowly."""
+    from ganlab.nets.layers import UpConv2D
+
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, size, size, c_in)).astype(np.float32)
+    pair = keras.Sequential([keras.Input((size, size, c_in)), keras.layers.UpSampling2D(),
+                             keras.layers.Conv2D(c_out, 4, padding="same", activation="relu")])
+    up = keras.Sequential([keras.Input((size, size, c_in)), UpConv2D(c_out, 4, activation="relu")])
+    kernel = rng.standard_normal((4, 4, c_in, c_out)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    pair.layers[-1].set_weights([kernel, bias])
+    up.layers[-1].set_weights([kernel, bias])
+    want = np.asarray(pair(x))
+    np.testing.assert_allclose(np.asarray(up(x)), want, rtol=1e-5, atol=1e-4)  # sums of up to 256 products
+    hlo = jax.jit(lambda v: up(v)).lower(x).as_text()
+    dilations = re.findall(r"lhs_dilate = \[(\d+), (\d+)\]", hlo)
+    assert dilations and set(dilations) == {("1", "1")}, dilations  # convolutions, none of a dilated input
+
+
+def test_one_step_a_call_compiles_without_a_loop(images):
+    """The DCGANs take one step a call; XLA's CPU backend runs their convolutions about 60x slower inside
+    a loop, so a one-step call is straight-line code and a longer one loops."""
+    cfg = T.resolved(dataclasses.replace(TINY, model="dcgan", strategy="one_device"))
+    replicas, _ = select_device(cfg)
+    gan = T.make_gan(cfg, replicas)
+    gan.set_data(images)
+    zeros = {k: np.zeros((), np.float32) for k in ("d_loss", "g_loss")}
+    args = (gan.state(), gan.images, gan.labels, np.int32(0), zeros)
+    # Random bits bring loops of their own: the step loop is the one more that two steps compile to.
+    loops = {steps: gan._compiled(steps).lower(*args).as_text().count("stablehlo.while") for steps in (1, 2)}
+    assert loops[2] == loops[1] + 1, loops

@@ -11,6 +11,9 @@ from keras import layers, ops
 # takes x[p], x[p+1] with w0+w1, w2+w3. Laid out as one 5-tap transposed-convolution kernel
 # (stride 2, cropped by 2 before and 1 after) that is [w3, w2+w3, w1+w2, w0+w1, w0].
 _UP4_TO_T5 = np.array([[0, 0, 0, 1], [0, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], np.float32)
+# The same, as two 3-tap kernels over x[p-1], x[p], x[p+1]: one for the even outputs, one for the odd.
+_UP4_TO_EVEN3 = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], np.float32)
+_UP4_TO_ODD3 = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1]], np.float32)
 
 
 @keras.saving.register_keras_serializable(package="ganlab")
@@ -29,13 +32,29 @@ class UpConv2D(layers.Conv2D):
         super().__init__(filters, 4, padding="same", **kwargs)
 
     def call(self, inputs):
-        m = ops.convert_to_tensor(_UP4_TO_T5, dtype=self.kernel.dtype)
-        # conv_transpose wants (rows, cols, out, in); the stored kernel is (rows, cols, in, out).
-        kernel = ops.einsum("au,bv,uvio->aboi", m, m, self.kernel)
-        y = ops.conv_transpose(inputs, kernel, strides=2, padding="valid")[:, 2:-1, 2:-1, :]
+        # XLA's CPU backend runs a transposed convolution (a convolution of a zero-dilated input) about
+        # 10x slower than a plain one of the same function (docs/benchmarks.md); oneDNN runs it fast.
+        y = self._sub_pixel(inputs) if keras.backend.backend() == "jax" else self._transposed(inputs)
         if self.use_bias:
             y = y + self.bias
         return self.activation(y) if self.activation is not None else y
+
+    def _transposed(self, inputs):
+        m = ops.convert_to_tensor(_UP4_TO_T5, dtype=self.kernel.dtype)
+        # conv_transpose wants (rows, cols, out, in); the stored kernel is (rows, cols, in, out).
+        kernel = ops.einsum("au,bv,uvio->aboi", m, m, self.kernel)
+        return ops.conv_transpose(inputs, kernel, strides=2, padding="valid")[:, 2:-1, 2:-1, :]
+
+    def _sub_pixel(self, inputs):
+        """Each of the four output phases (row, column even or odd) as a 3x3 convolution of the input
+        padded by one, all four in one convolution with 4x the filters, then interleaved."""
+        even, odd = (ops.convert_to_tensor(m, dtype=self.kernel.dtype) for m in (_UP4_TO_EVEN3, _UP4_TO_ODD3))
+        kernel = ops.concatenate([ops.einsum("au,bv,uvio->abio", a, b, self.kernel)
+                                  for a in (even, odd) for b in (even, odd)], axis=-1)
+        y = ops.conv(ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]]), kernel, padding="valid")
+        h, w = inputs.shape[1], inputs.shape[2]
+        y = ops.reshape(y, (-1, h, w, 2, 2, self.filters))  # (batch, row, col, row phase, col phase, out)
+        return ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, 2 * h, 2 * w, self.filters))
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape

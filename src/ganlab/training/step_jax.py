@@ -157,6 +157,10 @@ class GAN(gan.GAN):
                 state, sums = carry
                 state, values = self._iteration(state, images, labels, start + i)
                 return state, {k: sums[k] + values[k] for k in sums}
+            if steps == 1:
+                # XLA's CPU backend runs a convolution inside a loop about 60x slower than outside one
+                # (docs/benchmarks.md), and the DCGANs take one step a call.
+                return body(0, (state, sums))
             return jax.lax.fori_loop(0, steps, body, (state, sums))
         self._calls[steps] = self.replicas.jit(many)
         return self._calls[steps]
