@@ -35,7 +35,7 @@ class ModelSpec:
     # The sources use inference mode (`generator.predict`); see the cdcgan entry for why it differs.
     fakes_training: bool = False
     # What `train.backend: auto` picks (make bench on CPUs, docs/benchmarks.md; not measured on GPUs): XLA
-    # fuses the MLPs' whole step; JAX's CPU convolutions are several times slower than TensorFlow's oneDNN.
+    # fuses the MLPs' whole step; JAX's DCGAN step runs at about half TensorFlow's speed with oneDNN.
     fastest_backend: str = "tensorflow"
 
 

@@ -2,8 +2,8 @@
 
 `train.backend: auto` picks the backend that trains the model fastest (`ModelSpec.fastest_backend`,
 from `make bench` side by side on one CPU, docs/benchmarks.md): JAX for the MLPs, whose whole step XLA
-fuses into one program, and TensorFlow with oneDNN for the DCGANs, whose convolutions JAX's CPU backend
-runs several times slower.
+fuses into one program, and TensorFlow with oneDNN for the DCGANs, whose step JAX's CPU backend runs at
+about half the speed.
 """
 
 from __future__ import annotations
