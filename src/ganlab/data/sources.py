@@ -218,7 +218,7 @@ def _encode_all(arrays: dict[str, np.ndarray], origin: str) -> dict[str, bytes]:
     return payloads
 
 
-# ---------------------------------------------------------------- prepare
+# ---------------------------------------------------------------- acquire
 
 
 def acquire(cfg: PrepareConfig, raw_dir: Path) -> tuple[str, dict[str, bytes]]:

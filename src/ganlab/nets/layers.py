@@ -18,11 +18,12 @@ _UP4_TO_ODD3 = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1]], np.float32)
 
 @keras.saving.register_keras_serializable(package="ganlab")
 class UpConv2D(layers.Conv2D):
-    """UpSampling2D(2) then Conv2D(filters, 4, padding="same"), computed as one strided transposed
-    convolution: 25 multiply-adds per 2x2 output block instead of 64, the same function.
+    """UpSampling2D(2) then Conv2D(filters, 4, padding="same"), the same function computed with fewer
+    multiply-adds: on TensorFlow one strided transposed convolution (25 per 2x2 output block instead
+    of 64), on JAX one sub-pixel convolution (36, of which 25 are not zero).
 
     The weight is the blog's 4x4 kernel, so parameter counts and checkpoints are the blog's; the
-    5x5 transposed kernel is built from it in every call (tests hold it equal to the layer pair).
+    kernel of either form is built from it in every call (tests hold both equal to the layer pair).
     """
 
     def __init__(self, filters: int, kernel_size=4, **kwargs):
@@ -33,7 +34,7 @@ class UpConv2D(layers.Conv2D):
 
     def call(self, inputs):
         # XLA's CPU backend runs a transposed convolution (a convolution of a zero-dilated input) about
-        # 10x slower than a plain one of the same function (docs/benchmarks.md); oneDNN runs it fast.
+        # 7x slower than a plain one of the same function (docs/benchmarks.md); oneDNN runs it fast.
         y = self._sub_pixel(inputs) if keras.backend.backend() == "jax" else self._transposed(inputs)
         if self.use_bias:
             y = y + self.bias
