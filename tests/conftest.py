@@ -217,6 +217,25 @@ def images():
     return np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
 
 
+def upconv_and_layer_pair(size: int, c_in: int, c_out: int):
+    """An `UpConv2D` and the blog's UpSampling2D + Conv2D(4, 'same') with the same random weights, and an
+    input for both: (x, upconv, pair)."""
+    import keras
+
+    from ganlab.nets.layers import UpConv2D
+
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, size, size, c_in)).astype(np.float32)
+    pair = keras.Sequential([keras.Input((size, size, c_in)), keras.layers.UpSampling2D(),
+                             keras.layers.Conv2D(c_out, 4, padding="same", activation="relu")])
+    up = keras.Sequential([keras.Input((size, size, c_in)), UpConv2D(c_out, 4, activation="relu")])
+    kernel = rng.standard_normal((4, 4, c_in, c_out)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    pair.layers[-1].set_weights([kernel, bias])
+    up.layers[-1].set_weights([kernel, bias])
+    return x, up, pair
+
+
 def weights(model) -> list[np.ndarray]:
     return [np.array(w) for w in model.weights]
 

@@ -11,6 +11,8 @@ from ganlab.nets import models, saving
 from ganlab.nets.layers import UpConv2D
 from ganlab.nets.specs import SPECS
 
+from .conftest import upconv_and_layer_pair
+
 
 def test_every_named_model_has_its_builders():
     assert list(models.BUILDERS) == list(SPECS)
@@ -100,15 +102,7 @@ def test_broken_model_file_is_refused_with_one_line(tmp_path, damage):
 
 @pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4)])
 def test_upconv_equals_upsampling_then_conv(size, c_in, c_out):
-    rng = np.random.default_rng(size)
-    x = rng.standard_normal((3, size, size, c_in)).astype(np.float32)
-    pair = keras.Sequential([keras.Input((size, size, c_in)), keras.layers.UpSampling2D(),
-                             keras.layers.Conv2D(c_out, 4, padding="same", activation="relu")])
-    up = keras.Sequential([keras.Input((size, size, c_in)), UpConv2D(c_out, 4, activation="relu")])
-    kernel = rng.standard_normal((4, 4, c_in, c_out)).astype(np.float32)
-    bias = rng.standard_normal(c_out).astype(np.float32)
-    pair.layers[-1].set_weights([kernel, bias])
-    up.layers[-1].set_weights([kernel, bias])
+    x, up, pair = upconv_and_layer_pair(size, c_in, c_out)
     want = np.asarray(pair(x))
     assert want.shape == (3, 2 * size, 2 * size, c_out)
     # Relative too: outputs reach ~30, and the two sum 128 float32 products in different orders

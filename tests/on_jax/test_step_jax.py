@@ -18,7 +18,7 @@ from ganlab.training import train as T
 from ganlab.training.callbacks import Diverged
 from ganlab.training.devices import select_device
 
-from ..conftest import changed, d_verdicts, stop_at, weights
+from ..conftest import changed, d_verdicts, stop_at, upconv_and_layer_pair, weights
 
 TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
                    steps_per_execution=5, resume=True, width=0.25, backend="jax")
@@ -149,17 +149,7 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
 def test_upconv_is_the_blogs_layer_pair_and_compiles_without_a_dilated_convolution(size, c_in, c_out):
     """On JAX `UpConv2D` computes as one sub-pixel convolution: still UpSampling2D + Conv2D(4, 'same'),
     and with no zero-dilated input in the compiled program, the form XLA's CPU kernels run slowly."""
-    from ganlab.nets.layers import UpConv2D
-
-    rng = np.random.default_rng(size)
-    x = rng.standard_normal((3, size, size, c_in)).astype(np.float32)
-    pair = keras.Sequential([keras.Input((size, size, c_in)), keras.layers.UpSampling2D(),
-                             keras.layers.Conv2D(c_out, 4, padding="same", activation="relu")])
-    up = keras.Sequential([keras.Input((size, size, c_in)), UpConv2D(c_out, 4, activation="relu")])
-    kernel = rng.standard_normal((4, 4, c_in, c_out)).astype(np.float32)
-    bias = rng.standard_normal(c_out).astype(np.float32)
-    pair.layers[-1].set_weights([kernel, bias])
-    up.layers[-1].set_weights([kernel, bias])
+    x, up, pair = upconv_and_layer_pair(size, c_in, c_out)
     want = np.asarray(pair(x))
     np.testing.assert_allclose(np.asarray(up(x)), want, rtol=1e-5, atol=1e-4)  # sums of up to 256 products
     hlo = jax.jit(lambda v: up(v)).lower(x).as_text()
