@@ -105,9 +105,7 @@ class LossSteps(keras.callbacks.Callback):
         super().__init__()
         self.every, self.last, self.state = every, last, state
         self.rows = state["loss_steps"]
-        pending = state.get("loss_pending") or {}
-        # What came before `start` and is in no row yet: (iterations, sums), when it was kept at `start`.
-        self.carry = (pending["n"], pending["sums"]) if pending.get("iteration") == start else (0, {})
+        self.carry = self._kept_at(start)  # what came before `start` and is in no row yet
         self.logs = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -133,9 +131,7 @@ class LossSteps(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.hold()
-        pending = self.state.get("loss_pending") or {}
-        self.carry = ((pending["n"], pending["sums"]) if pending.get("iteration") == self.start + self.n
-                      else (0, {}))
+        self.carry = self._kept_at(self.start + self.n)
 
     def hold(self) -> None:
         """Keep the iterations done since the last row in the state (before a checkpoint is written)."""
@@ -144,6 +140,11 @@ class LossSteps(keras.callbacks.Callback):
         sums = self._sums(self.logs)
         self.state["loss_pending"] = {"iteration": self.start + self.n, "n": self.n - self.n_logged,
                                       "sums": {k: sums[k] - self.sums_logged[k] for k in sums}}
+
+    def _kept_at(self, iteration: int) -> tuple[int, dict]:
+        """What `hold` kept of the iterations in no row yet, (iterations, sums), if it kept it at `iteration`."""
+        pending = self.state.get("loss_pending") or {}
+        return (pending["n"], pending["sums"]) if pending.get("iteration") == iteration else (0, {})
 
     def _sums(self, logs) -> dict[str, float]:
         return {k: float(np.mean(logs[k])) * self.n for k in STEP_COLUMNS[1:]}

@@ -193,13 +193,12 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         gan.set_data(*data)
     fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid_size**2, cfg.z_dim)).astype(np.float32)
     grid = samples_dir / f"iter_{start:06d}.png"
-    if start and start % cfg.sample_interval == 0 and not grid.exists():
-        # Stopped right at an interval's end, before its grid was drawn: G is as it was then.
+    if start % cfg.sample_interval == 0 and not grid.exists():
+        # G as it is at `start`: before its first step (where the grids start, and MLflow's image card opens
+        # at step 0), or stopped right at an interval's end before that interval's grid was drawn.
         save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
     listeners = [cb for cb in callbacks if isinstance(cb, RunCallback)]
     if fresh:
-        # G before its first step: where the progression of grids starts, and MLflow's image card opens (step 0).
-        save_grid(keras.ops.convert_to_numpy(gan.generate(fixed_z)), cfg.grid_size, grid)
         for cb in listeners:
             cb.on_first_grid(grid)
     interval_cb = IntervalCallback(cfg, history, fixed_z, samples_dir, checkpoints, state, listeners)
