@@ -17,6 +17,7 @@ from ganlab.core.files import StageError
 from ganlab.training import train as T
 from ganlab.training.callbacks import Diverged, RunCallback
 from ganlab.training.devices import select_device
+from ganlab.training.gan import bce
 
 from .conftest import ROOT, changed, d_verdicts, stop_at, weights
 
@@ -279,6 +280,26 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
 def test_the_spec_sets_which_g_d_sees(model, want):
     cfg = dataclasses.replace(TINY, model=model)
     assert T.make_gan(T.resolved(cfg), select_device(cfg)[0]).fakes_training is want
+
+
+def test_label_smoothing_softens_only_ds_real_targets(images):
+    """One-sided: D's real loss is (1 - s) softplus(-x) + s softplus(x), minimal at x = log((1 - s) / s); its
+    fake loss and G's target are untouched. The first step's real loss is linear in s (same weights, same batch)."""
+    x = tf.constant(np.linspace(-6, 6, 49), tf.float32)
+    gan = T.make_gan(T.resolved(dataclasses.replace(TINY, label_smoothing=0.1)), select_device(TINY)[0])
+    want = np.mean(0.9 * np.logaddexp(0, -x.numpy()) + 0.1 * np.logaddexp(0, x.numpy()))
+    np.testing.assert_allclose(float(gan.d_loss(True, x)), want, rtol=1e-6)
+    assert float(gan.d_loss(False, x)) == float(bce(False, x))
+    at = tf.Variable(np.log(9.0), dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        loss = bce(True, at, 0.1)
+    assert abs(float(tape.gradient(loss, at))) < 1e-6
+    first = []
+    for smoothing in (0.0, 0.1, 0.2):
+        gan = T.make_gan(T.resolved(dataclasses.replace(TINY, label_smoothing=smoothing)), select_device(TINY)[0])
+        gan.set_data(images)
+        first.append(float(tf.function(gan.train_step)(None)["d_loss_real"]))
+    assert abs(first[1] - first[0]) > 1e-3 and first[2] - first[1] == pytest.approx(first[1] - first[0], rel=1e-3)
 
 
 @pytest.mark.parametrize("key, was", [("precision", "mixed_bfloat16"), ("device", "NVIDIA H100")])

@@ -145,6 +145,17 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     assert changed(ref_after["g_nt"], after["g_nt"]) is fakes_training
 
 
+def test_label_smoothing_changes_only_the_real_loss_linearly(images):
+    """As on TensorFlow: the first step's real loss (same weights, same batch) is linear in the smoothing."""
+    first = []
+    for smoothing in (0.0, 0.1, 0.2):
+        gan = make(dataclasses.replace(TINY, label_smoothing=smoothing))
+        gan.set_data(images)
+        _, values = jax.jit(gan._iteration)(gan.state(), gan.images, gan.labels, jnp.int32(0))
+        first.append(float(values["d_loss_real"]))
+    assert abs(first[1] - first[0]) > 1e-3 and first[2] - first[1] == pytest.approx(first[1] - first[0], rel=1e-3)
+
+
 @pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4), (14, 16, 8)])
 def test_upconv_is_the_blogs_layer_pair_and_compiles_without_a_dilated_convolution(size, c_in, c_out):
     """On JAX `UpConv2D` computes as one sub-pixel convolution: still UpSampling2D + Conv2D(4, 'same'),

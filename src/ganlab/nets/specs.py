@@ -34,6 +34,8 @@ class ModelSpec:
     # D's fakes from G in training mode (BatchNorm on batch statistics), the G that G's step trains.
     # The sources use inference mode (`generator.predict`); see the cdcgan entry for why it differs.
     fakes_training: bool = False
+    # One-sided label smoothing: D's real targets are 1 - this (`train.label_smoothing: null`).
+    label_smoothing: float = 0.0
     # What `train.backend: auto` picks (make bench on CPUs, docs/benchmarks.md; not measured on GPUs): XLA
     # fuses the MLPs' whole step; JAX's DCGAN step runs at about half TensorFlow's speed with oneDNN.
     fastest_backend: str = "tensorflow"
@@ -67,7 +69,7 @@ MODEL_NAMES = tuple(SPECS)
 
 # The train settings whose `null` (or `auto`) `resolve` fills in; logged as `train.resolved.*`.
 RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
-            "steps_per_execution", "backend")
+            "steps_per_execution", "label_smoothing", "backend")
 
 
 def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
@@ -92,6 +94,7 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
         batch_size=cfg.batch_size or spec.batch_size,
         learning_rate=cfg.learning_rate or spec.learning_rate,
         beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
+        label_smoothing=spec.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         sample_interval=sample,
         checkpoint_interval=checkpoint,
         steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,

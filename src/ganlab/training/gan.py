@@ -25,15 +25,20 @@ from ganlab.nets.models import d_input, g_input, grid_digits
 HISTORY_METRICS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
 
 
-def bce(labels_are_real: bool, logits):
+def bce(labels_are_real: bool, logits, smoothing: float = 0.0):
     """Binary cross-entropy on logits against all-real or all-fake labels: softplus(-x) or softplus(x).
+    With `smoothing` s, real labels are 1 - s (one-sided label smoothing, for D's real batch only):
+    (1 - s) softplus(-x) + s softplus(x), whose minimum is at x = log((1 - s) / s), not at infinity.
 
     The same numbers as sigmoid cross-entropy with logits, but TensorFlow's op for that has a gradient
     (a chain of select, exp and log1p) that varied in the last bit between processes on the full data
     set, which made two runs with one seed drift apart; softplus has a fused gradient and repeats.
     """
     logits = ops.cast(logits, "float32")
-    return ops.mean(ops.softplus(-logits if labels_are_real else logits))
+    loss = ops.softplus(-logits if labels_are_real else logits)
+    if smoothing:  # a Python branch: at 0 the graph, and so the weights, are those without smoothing
+        loss = (1.0 - smoothing) * loss + smoothing * ops.softplus(logits)
+    return ops.mean(loss)
 
 
 def step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake) -> dict:
@@ -53,7 +58,7 @@ class GAN(keras.Model):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
                  d_schedule: str = "two_step", conditional: bool = False, fakes_training: bool = False,
-                 **kwargs):
+                 label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -63,6 +68,9 @@ class GAN(keras.Model):
         # D's fakes come from G in inference mode (the seeds' `generator.predict`), or, with
         # `fakes_training`, in training mode: the G that G's own step trains (see ModelSpec).
         self.fakes_training = fakes_training
+        # D's real targets are 1 - label_smoothing (G's target stays 1): a D that cannot grow its
+        # real logits without bound leaves G a gradient (Salimans et al. 2016, one-sided).
+        self.label_smoothing = label_smoothing
         self.seed = seed
         self.d_schedule = d_schedule
         self.ema = None  # set with generator_ema by `track_ema`
@@ -111,6 +119,10 @@ class GAN(keras.Model):
 
     def g_inputs(self, z, digits):
         return g_input(z, digits if self.conditional else None)
+
+    def d_loss(self, labels_are_real: bool, logits):
+        """D's loss on a real or a fake batch, with the real batch's labels smoothed."""
+        return bce(labels_are_real, logits, self.label_smoothing if labels_are_real else 0.0)
 
     def d_inputs(self, images, digits):
         return d_input(images, digits if self.conditional else None)

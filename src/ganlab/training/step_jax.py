@@ -78,7 +78,7 @@ class GAN(gan.GAN):
 
         def loss(labels_are_real, x, tr, nt):
             logits, nt = d.stateless_call(tr, nt, x, training=True)
-            return bce(labels_are_real, logits), (nt, logits)
+            return self.d_loss(labels_are_real, logits), (nt, logits)
 
         if self.d_schedule == "two_step":
             for labels_are_real, x in ((True, real), (False, fake)):

@@ -72,19 +72,19 @@ class GAN(gan.GAN):
         if self.d_schedule == "two_step":
             with tf.GradientTape() as tape:
                 logits_real = self.discriminator(real, training=True)
-                loss_real = bce(True, logits_real)
+                loss_real = self.d_loss(True, logits_real)
                 scaled = self._scaled(self.d_optimizer, loss_real)
             self._apply(self.d_optimizer, scaled, d_vars, tape)
             with tf.GradientTape() as tape:
                 logits_fake = self.discriminator(fake, training=True)
-                loss_fake = bce(False, logits_fake)
+                loss_fake = self.d_loss(False, logits_fake)
                 scaled = self._scaled(self.d_optimizer, loss_fake)
             self._apply(self.d_optimizer, scaled, d_vars, tape)
         else:
             with tf.GradientTape() as tape:
                 logits_real = self.discriminator(real, training=True)
                 logits_fake = self.discriminator(fake, training=True)
-                loss_real, loss_fake = bce(True, logits_real), bce(False, logits_fake)
+                loss_real, loss_fake = self.d_loss(True, logits_real), self.d_loss(False, logits_fake)
                 scaled = self._scaled(self.d_optimizer, 0.5 * (loss_real + loss_fake))
             self._apply(self.d_optimizer, scaled, d_vars, tape)
         return loss_real, loss_fake, logits_real, logits_fake

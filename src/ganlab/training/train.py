@@ -85,6 +85,7 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         on_tf = keras.backend.backend() == "tensorflow"
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training,
+                       label_smoothing=cfg.label_smoothing,
                        **({} if on_tf else {"replicas": strategy}))
         if cfg.ema is not None:
             if on_tf and strategy.num_replicas_in_sync > 1:
