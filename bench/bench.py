@@ -138,7 +138,7 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
     if info["device"] != "cpu":  # launch-bound on a GPU: what mixed precision gives the MLP too
         rows["mlp_bfloat16_its"] = round(
             compiled_its(x, TrainConfig(model="mlp", mixed_precision="bfloat16"), iterations), 2)
-    if info["device"] != "cpu" or cpu_info()["bf16_flags"]:
+    if info["device"] != "cpu" or (cpu_info()["bf16_flags"] and not os.environ.get("ONEDNN_MAX_CPU_ISA")):
         rows["dcgan_bfloat16_its"] = round(
             compiled_its(x, dataclasses.replace(dc, mixed_precision="bfloat16"), dcgan_iterations), 3)
     keras.mixed_precision.set_global_policy("float32")
@@ -255,6 +255,8 @@ def gflop(model: str, fused: bool = True) -> float:
 def peak_table(results: dict, peak: dict) -> list[dict]:
     """Each timed row of `results` as achieved GFLOP/s and a fraction of the CPU's float32 peak."""
     tf_onednn = results["machine"].get("onednn", "?")
+    avx2 = peak_gflops({**results["machine"], "flags": [f for f in results["machine"]["flags"]
+                                                        if not f.startswith("avx512")]})
     rows = [("book loop (Keras 2 style)", "mlp", "tensorflow", "float32", tf_onednn, results.get("book_loop_its")),
             ("compiled step", "mlp", "tensorflow", "float32", tf_onednn, results.get("compiled_its")),
             ("compiled step", "mlp_bn", "tensorflow", "float32", tf_onednn, results.get("mlp_bn_its"))]
@@ -270,21 +272,29 @@ def peak_table(results: dict, peak: dict) -> list[dict]:
         rows += [("compiled step", "mlp", name, "float32", onednn, other.get("mlp_its")),
                  ("compiled step", "dcgan", name, "float32", onednn, other.get("dcgan_float32_its")),
                  ("compiled step", "dcgan", name, "bfloat16", onednn, other.get("dcgan_bfloat16_its"))]
+    rows = [(*row, peak) for row in rows]
+    for name, capped in results.get("avx2_cap", {}).items():  # against the AVX2 peak of these cores
+        onednn = "on" if name == "tensorflow" else "n/a"
+        rows += [("capped at AVX2", "mlp", name, "float32", onednn, capped.get("mlp_its"), avx2),
+                 ("capped at AVX2", "dcgan", name, "float32", onednn, capped.get("dcgan_float32_its"), avx2)]
     table = []
-    for what, model, backend, precision, onednn, its in rows:
+    for what, model, backend, precision, onednn, its, row_peak in rows:
         if not its:
             continue
         work = gflop(model, fused=not what.startswith("blog"))
         # No clock in /proc/cpuinfo (not Linux, some ARM machines): no peak, so no fraction of it.
-        fraction = round(work * its / peak["peak_gflops"], 3) if peak["peak_gflops"] else None
+        fraction = round(work * its / row_peak["peak_gflops"], 3) if row_peak["peak_gflops"] else None
         table.append({"what": what, "model": model, "backend": backend, "precision": precision, "onednn": onednn,
                       "its": its, "gflop_per_iteration": round(work, 3), "gflops": round(work * its, 1),
-                      "peak_gflops": peak["peak_gflops"], "fraction_of_peak": fraction})
+                      "peak_gflops": row_peak["peak_gflops"], "fraction_of_peak": fraction})
     return table
 
 
 def print_peak(table: list[dict], peak: dict) -> None:
     print(f"\nfloat32 peak {peak['peak_gflops']} GFLOP/s = {peak['how']}")
+    capped = {r["peak_gflops"] for r in table if r["what"] == "capped at AVX2"}
+    if capped:
+        print(f"rows capped at AVX2: against {capped.pop()} GFLOP/s (8 float32 lanes)")
     print(f"{'row':27} {'model':7} {'backend':10} {'precision':9} {'oneDNN':6} {'it/s':>8} {'GFLOP/it':>9} "
           f"{'GFLOP/s':>8} {'of peak':>8}")
     for r in table:
@@ -301,6 +311,25 @@ def onednn_off_rows(args) -> dict:
                         str(args.iterations), "--dcgan-iterations", str(args.dcgan_iterations)],
                        check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow", ONEDNN_ENV: "0"})
         return json.loads(out.read_text())
+
+
+# oneDNN's and XLA's own caps on the instruction set: these cores run only what an AVX2 CPU has.
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
+
+
+def avx2_rows(args) -> dict:
+    """`backend_rows` on each backend in a process capped at AVX2 (float32 only): an estimate of an AVX2-only
+    CPU at this clock, not a measurement of one (caches, memory and TensorFlow's own Eigen kernels stay)."""
+    rows = {}
+    for backend in ("tensorflow", "jax"):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "avx2.json"
+            subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
+                            str(args.iterations), "--dcgan-iterations",
+                            str(args.dcgan_iterations if backend == "tensorflow" else args.jax_dcgan_iterations)],
+                           check=True, env={**os.environ, **AVX2_ENV, "KERAS_BACKEND": backend, ONEDNN_ENV: "1"})
+            rows[backend] = json.loads(out.read_text())
+    return rows
 
 
 def main() -> None:
@@ -388,6 +417,8 @@ def main() -> None:
     results["onednn_speedup"] = {
         "mlp": round(results["compiled_its"] / results["tensorflow_onednn_off"]["mlp_its"], 2),
         "dcgan_float32": round(results["dcgan"]["float32"] / results["tensorflow_onednn_off"]["dcgan_float32_its"], 2)}
+    print("both backends capped at AVX2 ...", flush=True)
+    results["avx2_cap"] = avx2_rows(args)
     print("train stage on each backend ...", flush=True)
     stage = {backend: train_stage(4000, backend) for backend in ("tensorflow", "jax")}
     results["train_stage_4000_iterations"] = stage
