@@ -302,6 +302,12 @@ def test_label_smoothing_softens_only_ds_real_targets(images):
     assert abs(first[1] - first[0]) > 1e-3 and first[2] - first[1] == pytest.approx(first[1] - first[0], rel=1e-3)
 
 
+@pytest.mark.parametrize("model, want", [("dcgan_tuned", 0.1), ("dcgan", 0.0), ("mlp", 0.0)])
+def test_a_null_label_smoothing_is_the_models_reference_and_a_set_one_wins(model, want):
+    assert T.resolved(dataclasses.replace(TINY, model=model)).label_smoothing == want
+    assert T.resolved(dataclasses.replace(TINY, model=model, label_smoothing=0.0)).label_smoothing == 0.0
+
+
 @pytest.mark.parametrize("key, was", [("precision", "mixed_bfloat16"), ("device", "NVIDIA H100")])
 def test_a_checkpoint_trained_in_another_precision_or_device_is_refused_and_kept(key, was, images, tmp_path):
     import json
