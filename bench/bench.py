@@ -127,7 +127,7 @@ def train_stage(iterations: int, backend: str) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
+def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_only: bool = False) -> dict:
     """This process's backend: the mlp step, and the DCGAN step in float32 and (where the hardware
     has it natively) bfloat16, all at the reference batch sizes."""
     rows = {"backend": keras.backend.backend(),
@@ -138,7 +138,7 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
     if info["device"] != "cpu":  # launch-bound on a GPU: what mixed precision gives the MLP too
         rows["mlp_bfloat16_its"] = round(
             compiled_its(x, TrainConfig(model="mlp", mixed_precision="bfloat16"), iterations), 2)
-    if info["device"] != "cpu" or (cpu_info()["bf16_flags"] and not os.environ.get("ONEDNN_MAX_CPU_ISA")):
+    if info["device"] != "cpu" or (cpu_info()["bf16_flags"] and not float32_only):
         rows["dcgan_bfloat16_its"] = round(
             compiled_its(x, dataclasses.replace(dc, mixed_precision="bfloat16"), dcgan_iterations), 3)
     keras.mixed_precision.set_global_policy("float32")
@@ -255,8 +255,6 @@ def gflop(model: str, fused: bool = True) -> float:
 def peak_table(results: dict, peak: dict) -> list[dict]:
     """Each timed row of `results` as achieved GFLOP/s and a fraction of the CPU's float32 peak."""
     tf_onednn = results["machine"].get("onednn", "?")
-    avx2 = peak_gflops({**results["machine"], "flags": [f for f in results["machine"]["flags"]
-                                                        if not f.startswith("avx512")]})
     rows = [("book loop (Keras 2 style)", "mlp", "tensorflow", "float32", tf_onednn, results.get("book_loop_its")),
             ("compiled step", "mlp", "tensorflow", "float32", tf_onednn, results.get("compiled_its")),
             ("compiled step", "mlp_bn", "tensorflow", "float32", tf_onednn, results.get("mlp_bn_its"))]
@@ -273,8 +271,9 @@ def peak_table(results: dict, peak: dict) -> list[dict]:
                  ("compiled step", "dcgan", name, "float32", onednn, other.get("dcgan_float32_its")),
                  ("compiled step", "dcgan", name, "bfloat16", onednn, other.get("dcgan_bfloat16_its"))]
     rows = [(*row, peak) for row in rows]
+    avx2 = peak.get("avx2")
     for name, capped in results.get("avx2_cap", {}).items():  # against the AVX2 peak of these cores
-        onednn = "on" if name == "tensorflow" else "n/a"
+        onednn = capped["machine"]["onednn"]
         rows += [("capped at AVX2", "mlp", name, "float32", onednn, capped.get("mlp_its"), avx2),
                  ("capped at AVX2", "dcgan", name, "float32", onednn, capped.get("dcgan_float32_its"), avx2)]
     table = []
@@ -292,9 +291,8 @@ def peak_table(results: dict, peak: dict) -> list[dict]:
 
 def print_peak(table: list[dict], peak: dict) -> None:
     print(f"\nfloat32 peak {peak['peak_gflops']} GFLOP/s = {peak['how']}")
-    capped = {r["peak_gflops"] for r in table if r["what"] == "capped at AVX2"}
-    if capped:
-        print(f"rows capped at AVX2: against {capped.pop()} GFLOP/s (8 float32 lanes)")
+    if "avx2" in peak:
+        print(f"rows capped at AVX2: against {peak['avx2']['peak_gflops']} GFLOP/s = {peak['avx2']['how']}")
     print(f"{'row':27} {'model':7} {'backend':10} {'precision':9} {'oneDNN':6} {'it/s':>8} {'GFLOP/it':>9} "
           f"{'GFLOP/s':>8} {'of peak':>8}")
     for r in table:
@@ -313,21 +311,25 @@ def onednn_off_rows(args) -> dict:
         return json.loads(out.read_text())
 
 
-# oneDNN's and XLA's own caps on the instruction set: these cores run only what an AVX2 CPU has.
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
+def avx2_flags(cpu: dict) -> list[str]:
+    """`cpu`'s flags without AVX-512: what these cores show when held to AVX2."""
+    return [f for f in cpu.get("flags", []) if not f.startswith("avx512")]
 
 
 def avx2_rows(args) -> dict:
     """`backend_rows` on each backend in a process capped at AVX2 (float32 only): an estimate of an AVX2-only
     CPU at this clock, not a measurement of one (caches, memory and TensorFlow's own Eigen kernels stay)."""
+    # oneDNN's and XLA's own caps on the instruction set: these cores run only what an AVX2 CPU has.
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", ONEDNN_ENV: "1",
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip()}
     rows = {}
     for backend in ("tensorflow", "jax"):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "avx2.json"
-            subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
-                            str(args.iterations), "--dcgan-iterations",
+            subprocess.run([sys.executable, __file__, "--backend-only", "--float32-only", "--out", str(out),
+                            "--iterations", str(args.iterations), "--dcgan-iterations",
                             str(args.dcgan_iterations if backend == "tensorflow" else args.jax_dcgan_iterations)],
-                           check=True, env={**os.environ, **AVX2_ENV, "KERAS_BACKEND": backend, ONEDNN_ENV: "1"})
+                           check=True, env={**env, "KERAS_BACKEND": backend})
             rows[backend] = json.loads(out.read_text())
     return rows
 
@@ -352,6 +354,7 @@ def main() -> None:
                     help="time only `make serve` of --serving-model (after make run) and add it to --out")
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")
     ap.add_argument("--two-devices", action="store_true", help=argparse.SUPPRESS)  # with --backend-only
+    ap.add_argument("--float32-only", action="store_true", help=argparse.SUPPRESS)  # with --backend-only
     ap.add_argument("--jax-devices-only", action="store_true",
                     help="time only the JAX mlp step on one and two (forced CPU) devices and add it to --out")
     args = ap.parse_args()
@@ -378,7 +381,7 @@ def main() -> None:
 
             results["machine"]["jax"] = jax.__version__
         results.update(replica_rows(x, args.iterations) if args.two_devices
-                       else backend_rows(x, args.iterations, args.dcgan_iterations))
+                       else backend_rows(x, args.iterations, args.dcgan_iterations, args.float32_only))
         write(args.out, results)
         return
     import tensorflow as tf
@@ -417,8 +420,9 @@ def main() -> None:
     results["onednn_speedup"] = {
         "mlp": round(results["compiled_its"] / results["tensorflow_onednn_off"]["mlp_its"], 2),
         "dcgan_float32": round(results["dcgan"]["float32"] / results["tensorflow_onednn_off"]["dcgan_float32_its"], 2)}
-    print("both backends capped at AVX2 ...", flush=True)
-    results["avx2_cap"] = avx2_rows(args)
+    if "avx512f" in cpu["flags"] and not results["machine"]["gpus"]:  # elsewhere the cap changes nothing
+        print("both backends capped at AVX2 ...", flush=True)
+        results["avx2_cap"] = avx2_rows(args)
     print("train stage on each backend ...", flush=True)
     stage = {backend: train_stage(4000, backend) for backend in ("tensorflow", "jax")}
     results["train_stage_4000_iterations"] = stage
@@ -432,6 +436,8 @@ def main() -> None:
 def finish(out: Path, results: dict, cpu: dict) -> None:
     """Add each row's fraction of the CPU's float32 peak, write `out` and print the table."""
     peak = peak_gflops(cpu)
+    if "avx2_cap" in results:
+        peak["avx2"] = peak_gflops({**cpu, "flags": avx2_flags(cpu)})
     results["matmul_2048_gflops"] = matmul_gflops()
     results["peak"] = {**peak, "gflop_counted": "from the layers: batch x (4 G + 9 D) forward FLOPs",
                        "rows": peak_table(results, peak)}

@@ -197,6 +197,11 @@ def test_set_lengths_win_and_a_null_checkpoint_lands_on_an_interval_end():
         return T.fingerprint(T.resolved(TrainConfig(model="dcgan", **kw)), "h")
 
     assert fp() == fp(iterations=9) == fp(batch_size=200) != fp(batch_size=100)
+    # Label smoothing changes the weights: a null one is the model's reference (0.1 for dcgan_tuned).
+    def fpt(**kw):
+        return T.fingerprint(T.resolved(TrainConfig(model="dcgan_tuned", **kw)), "h")
+
+    assert fpt() == fpt(label_smoothing=0.1) != fpt(label_smoothing=0.0)
 
 
 def test_params_yaml_ships_the_reference_lengths():
@@ -282,24 +287,32 @@ def test_the_spec_sets_which_g_d_sees(model, want):
     assert T.make_gan(T.resolved(cfg), select_device(cfg)[0]).fakes_training is want
 
 
-def test_label_smoothing_softens_only_ds_real_targets(images):
-    """One-sided: D's real loss is (1 - s) softplus(-x) + s softplus(x), minimal at x = log((1 - s) / s); its
-    fake loss and G's target are untouched. The first step's real loss is linear in s (same weights, same batch)."""
-    x = tf.constant(np.linspace(-6, 6, 49), tf.float32)
-    gan = T.make_gan(T.resolved(dataclasses.replace(TINY, label_smoothing=0.1)), select_device(TINY)[0])
-    want = np.mean(0.9 * np.logaddexp(0, -x.numpy()) + 0.1 * np.logaddexp(0, x.numpy()))
-    np.testing.assert_allclose(float(gan.d_loss(True, x)), want, rtol=1e-6)
-    assert float(gan.d_loss(False, x)) == float(bce(False, x))
+@pytest.mark.parametrize("schedule", ["two_step", "combined"])
+def test_label_smoothing_softens_only_ds_real_targets(schedule, images):
+    """One-sided (docs/design.md): D's real loss is (1 - s) softplus(-x) + s softplus(x), minimal at
+    x = log((1 - s) / s). From the same weights and batch, the first step's real loss is linear in s,
+    and neither D's fake loss (measured before D moves, under `combined`) nor G's loss depends on s."""
     at = tf.Variable(np.log(9.0), dtype=tf.float32)
     with tf.GradientTape() as tape:
         loss = bce(True, at, 0.1)
     assert abs(float(tape.gradient(loss, at))) < 1e-6
-    first = []
+    x = tf.constant(np.linspace(-6, 6, 49), tf.float32)
+    want = np.mean(0.9 * np.logaddexp(0, -x.numpy()) + 0.1 * np.logaddexp(0, x.numpy()))
+    np.testing.assert_allclose(float(bce(True, x, 0.1)), want, rtol=1e-6)
+    first, g_losses = [], []
     for smoothing in (0.0, 0.1, 0.2):
-        gan = T.make_gan(T.resolved(dataclasses.replace(TINY, label_smoothing=smoothing)), select_device(TINY)[0])
+        cfg = dataclasses.replace(TINY, label_smoothing=smoothing, d_schedule=schedule)
+        gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
+        g_losses.append(float(tf.function(gan.g_step)(tf.random.stateless_normal((16, cfg.z_dim), seed=(1, 2)))))
+        gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
         gan.set_data(images)
-        first.append(float(tf.function(gan.train_step)(None)["d_loss_real"]))
-    assert abs(first[1] - first[0]) > 1e-3 and first[2] - first[1] == pytest.approx(first[1] - first[0], rel=1e-3)
+        logs = tf.function(gan.train_step)(None)
+        first.append((float(logs["d_loss_real"]), float(logs["d_loss_fake"])))
+    real = [r for r, _ in first]
+    assert abs(real[1] - real[0]) > 1e-3 and real[2] - real[1] == pytest.approx(real[1] - real[0], rel=1e-3)
+    assert g_losses[0] == g_losses[1] == g_losses[2]
+    if schedule == "combined":
+        assert first[0][1] == first[1][1] == first[2][1]
 
 
 @pytest.mark.parametrize("model, want", [("dcgan_tuned", 0.1), ("dcgan", 0.0), ("mlp", 0.0)])

@@ -17,7 +17,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
 # The tests build the same small steps again and again (each run, each resume, is a new GAN whose step
 # is traced anew): JAX's persistent compilation cache gives them back the executable XLA compiled for
-# the same program, which halves this suite's time on 2 CPU cores. One cache per process, removed after.
+# the same program (docs/benchmarks.md, the test suite: about 30% off this suite). One temporary folder
+# per pytest run (workers inherit it; JAX writes its entries atomically), removed when the run ends.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     cache = tempfile.mkdtemp(prefix="jax-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)

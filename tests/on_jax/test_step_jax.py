@@ -145,15 +145,23 @@ def test_d_trains_on_fakes_from_g_in_the_models_mode(fakes_training, images):
     assert changed(ref_after["g_nt"], after["g_nt"]) is fakes_training
 
 
-def test_label_smoothing_changes_only_the_real_loss_linearly(images):
-    """As on TensorFlow: the first step's real loss (same weights, same batch) is linear in the smoothing."""
-    first = []
+@pytest.mark.parametrize("schedule", ["two_step", "combined"])
+def test_label_smoothing_changes_only_the_real_loss_linearly(schedule, images):
+    """As on TensorFlow: from the same weights and batch the first real loss is linear in the smoothing,
+    and neither G's loss nor (under `combined`, before D moves) D's fake loss depends on it."""
+    first, g_losses = [], []
+    z = jax.random.normal(jax.random.key(3), (16, TINY.z_dim))
     for smoothing in (0.0, 0.1, 0.2):
-        gan = make(dataclasses.replace(TINY, label_smoothing=smoothing))
+        gan = make(dataclasses.replace(TINY, label_smoothing=smoothing, d_schedule=schedule))
         gan.set_data(images)
+        g_losses.append(float(jax.jit(gan._g_step)(gan.state(), z)[-1]))
         _, values = jax.jit(gan._iteration)(gan.state(), gan.images, gan.labels, jnp.int32(0))
-        first.append(float(values["d_loss_real"]))
-    assert abs(first[1] - first[0]) > 1e-3 and first[2] - first[1] == pytest.approx(first[1] - first[0], rel=1e-3)
+        first.append((float(values["d_loss_real"]), float(values["d_loss_fake"])))
+    real = [r for r, _ in first]
+    assert abs(real[1] - real[0]) > 1e-3 and real[2] - real[1] == pytest.approx(real[1] - real[0], rel=1e-3)
+    assert g_losses[0] == g_losses[1] == g_losses[2]
+    if schedule == "combined":
+        assert first[0][1] == first[1][1] == first[2][1]
 
 
 @pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4), (14, 16, 8)])

@@ -71,7 +71,8 @@ class TrainConfig:
     log_models: bool = True
     # Decay of an exponential moving average of G's weights, kept beside G (null = off).
     ema: float | None = None
-    # D's real targets are 1 - label_smoothing (one-sided; G's stay 1). null = the model's reference (0).
+    # D's real targets are 1 - label_smoothing (one-sided; G's stay 1). null = the model's reference
+    # (ganlab.nets.specs: dcgan_tuned 0.1, the others 0).
     label_smoothing: float | None = None
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
@@ -121,7 +122,7 @@ class TrainConfig:
         _check(bool(self.experiment.strip()), "train.experiment", self.experiment, "a non-empty name")
         if self.label_smoothing is not None:
             _check(0 <= self.label_smoothing < 0.5, "train.label_smoothing", self.label_smoothing,
-                   "null (the model's reference) or in [0, 0.5), e.g. 0.1 (real targets 0.9)")
+                   "null (the model's reference) or a number in [0, 0.5), e.g. 0.1 (real targets 0.9)")
         if self.ema is not None:
             _check(0 < self.ema < 1, "train.ema", self.ema, "null (off) or a decay in (0, 1), e.g. 0.999")
         if self.backend == "jax":

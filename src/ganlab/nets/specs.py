@@ -58,8 +58,8 @@ SPECS: dict[str, ModelSpec] = {
     # training-mode G that G's step trains: in inference mode G's early moving statistics give D fakes
     # unlike those G optimises, and both losses fell to ~0 at once (a game of two different Gs).
     # The blog's layers with what made `cdcgan` learn (Adam(2e-4, 0.5), D's fakes from the training-mode
-    # G), without the digit, and D's real targets at 0.9: at 900 iterations smoothing 0.1 gave FD 18.6
-    # against 22.8 without and 20.0 at 0.2 (docs/results.md, the sweep).
+    # G), without the digit, and D's real targets at 0.9: the best of 0, 0.1 and 0.2 in its sweep
+    # (docs/results.md).
     "dcgan_tuned": ModelSpec(batch_size=200, learning_rate=2e-4, beta_1=0.5, iterations=3_000, sample_interval=300,
                              checkpoint_interval=300, cpu_bf16=True, steps_per_execution=1, fakes_training=True,
                              label_smoothing=0.1),

@@ -58,6 +58,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
         keep.pop(key)
+    if not keep["label_smoothing"]:  # a run without smoothing keeps the fingerprint it had before the setting
+        keep.pop("label_smoothing")
     keep["data_hash"] = data_hash
     keep["checkpoint_format"] = CHECKPOINT_FORMAT
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
