@@ -282,3 +282,14 @@ def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.time() + seconds
     while not path.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+
+
+def only_the_real_loss_moved(first: list[tuple[float, float]], g_losses: list[float], schedule: str) -> None:
+    """Label smoothing 0, 0.1 and 0.2 from the same weights and batch: the first step's D losses (real,
+    fake) and G's loss. The real loss is linear in the smoothing; G's loss does not move, nor, under
+    `combined` (measured before D's step), D's fake loss."""
+    real = [r for r, _ in first]
+    assert abs(real[1] - real[0]) > 1e-3 and real[2] - real[1] == pytest.approx(real[1] - real[0], rel=1e-3)
+    assert g_losses[0] == g_losses[1] == g_losses[2]
+    if schedule == "combined":
+        assert first[0][1] == first[1][1] == first[2][1]
