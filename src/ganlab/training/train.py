@@ -58,7 +58,7 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
         keep.pop(key)
-    if not keep["label_smoothing"]:  # a run without smoothing keeps the fingerprint it had before the setting
+    if not keep["label_smoothing"]:  # only a set smoothing is hashed: unsmoothed checkpoints match either way
         keep.pop("label_smoothing")
     keep["data_hash"] = data_hash
     keep["checkpoint_format"] = CHECKPOINT_FORMAT
