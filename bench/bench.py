@@ -187,20 +187,30 @@ def serving_latency(model: str, requests: int = 50, batch: int = 64) -> dict:
             "images_per_s": round(batch * len(ms) / (ms.sum() / 1000), 1)}
 
 
+def second_process(args, backend: str, env: dict[str, str], *extra: str) -> dict:
+    """The `--backend-only` rows of a second process of this script on `backend`, with `env` over this
+    process's environment: what a backend reads when it loads (its flags, oneDNN's switch) must be set
+    before it does, so each setting gets a process of its own."""
+    dcgan = args.dcgan_iterations if backend == "tensorflow" else args.jax_dcgan_iterations
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
+                        str(args.iterations), "--dcgan-iterations", str(dcgan), *extra],
+                       check=True, env={**os.environ, **env, "KERAS_BACKEND": backend})
+        return json.loads(out.read_text())
+
+
+def xla_flags(flag: str) -> dict[str, str]:
+    """XLA_FLAGS with `flag` added to the user's own."""
+    return {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()}
+
+
 def jax_rows(args, two_devices: bool = False) -> dict:
     """`backend_rows` on JAX, from a second process of this script; with `two_devices`, `replica_rows`
     in a process whose CPU JAX shows as two devices."""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    extra = []
     if two_devices:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-        extra = ["--two-devices"]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "jax.json"
-        subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
-                        str(args.iterations), "--dcgan-iterations", str(args.jax_dcgan_iterations), *extra],
-                       check=True, env=env)
-        return json.loads(out.read_text())
+        return second_process(args, "jax", xla_flags("--xla_force_host_platform_device_count=2"), "--two-devices")
+    return second_process(args, "jax", {})
 
 
 def replica_rows(x: np.ndarray, iterations: int) -> dict:
@@ -303,12 +313,7 @@ def print_peak(table: list[dict], peak: dict) -> None:
 
 def onednn_off_rows(args) -> dict:
     """`backend_rows` on TensorFlow with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), from a second process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "off.json"
-        subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
-                        str(args.iterations), "--dcgan-iterations", str(args.dcgan_iterations)],
-                       check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow", ONEDNN_ENV: "0"})
-        return json.loads(out.read_text())
+    return second_process(args, "tensorflow", {ONEDNN_ENV: "0"})
 
 
 def avx2_flags(cpu: dict) -> list[str]:
@@ -320,18 +325,8 @@ def avx2_rows(args) -> dict:
     """`backend_rows` on each backend in a process capped at AVX2 (float32 only): an estimate of an AVX2-only
     CPU at this clock, not a measurement of one (caches, memory and TensorFlow's own Eigen kernels stay)."""
     # oneDNN's and XLA's own caps on the instruction set: these cores run only what an AVX2 CPU has.
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", ONEDNN_ENV: "1",
-           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip()}
-    rows = {}
-    for backend in ("tensorflow", "jax"):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "avx2.json"
-            subprocess.run([sys.executable, __file__, "--backend-only", "--float32-only", "--out", str(out),
-                            "--iterations", str(args.iterations), "--dcgan-iterations",
-                            str(args.dcgan_iterations if backend == "tensorflow" else args.jax_dcgan_iterations)],
-                           check=True, env={**env, "KERAS_BACKEND": backend})
-            rows[backend] = json.loads(out.read_text())
-    return rows
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", ONEDNN_ENV: "1", **xla_flags("--xla_cpu_max_isa=AVX2")}
+    return {backend: second_process(args, backend, env, "--float32-only") for backend in ("tensorflow", "jax")}
 
 
 def main() -> None:
