@@ -32,7 +32,7 @@ from ganlab.core.hardware import ONEDNN_ENV, cpu_info, iteration_gflop, onednn_s
 from ganlab.data.arrays import load_split
 from ganlab.nets import models
 from ganlab.nets.specs import SPECS
-from ganlab.training.devices import select_device
+from ganlab.training.devices import select_device, settle_determinism
 from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,6 +359,7 @@ def main() -> None:
     else:
         x, data = np.asarray(load_split(ROOT / "data/prepared", "train")[0]), "mnist"
     base = TrainConfig(model="mlp")
+    settle_determinism(base)  # the steps run as the train stage runs them (one op at a time on a CPU)
     cpu = cpu_info()
     results: dict = {"machine": {**cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
                                  "keras": keras.__version__, "backend": keras.backend.backend(),

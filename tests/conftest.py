@@ -24,6 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # tests/on_jax needs a process on the JAX backend: tests/test_backend.py starts one for it.
 collect_ignore = [] if os.environ["KERAS_BACKEND"] == "jax" else ["on_jax"]
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    # The tests train many times in one process, and TensorFlow's thread counts can only be set before
+    # its runtime starts: set what a deterministic train() sets, once, before any test starts it.
+    from ganlab.training.devices import tensorflow_determinism
+
+    tensorflow_determinism()
 
 ROOT = Path(__file__).resolve().parents[1]
 

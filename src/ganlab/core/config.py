@@ -78,8 +78,9 @@ class TrainConfig:
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
-    # Same seed, same weights: TensorFlow's deterministic kernels. null = on for a CPU (where they cost
-    # little for these networks), off on a GPU (where they cost speed). XLA on a CPU is deterministic.
+    # Same seed, same weights: TensorFlow's deterministic kernels, one op at a time. null = on for a CPU
+    # (where it costs little for these networks), off on a GPU (where it costs speed). XLA on a CPU is
+    # deterministic as it is (ganlab.training.devices).
     deterministic: bool | None = None
     # G (and its EMA) scored by the classifier at every sample interval on this many samples (0 = off):
     # FD, classifier score and modes over training (ganlab.training.watch).

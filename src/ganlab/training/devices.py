@@ -15,6 +15,7 @@ bfloat16 instead, which needs none.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -26,6 +27,8 @@ from ganlab.core.files import StageError
 from ganlab.core.hardware import cpu_info, onednn_state
 from ganlab.nets.specs import SPECS
 from ganlab.training.backend import JAX_CLUSTER
+
+log = logging.getLogger(__name__)
 
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -144,11 +147,52 @@ def _select_jax(cfg: TrainConfig) -> tuple[Replicas, dict[str, Any]]:
     name = "OneDevice" if len(devices) == 1 else "DataParallel"
     kind = gpus[0].device_kind if gpus else "cpu"
     return replicas, _info(cfg, kind, cpu, name, len(devices), jax.process_count(), jax.process_index() == 0,
-                           policy)
+                           policy, _deterministic(cfg, bool(gpus)))
+
+
+def tensorflow_determinism() -> bool:
+    """Same seed, same weights on TensorFlow: its deterministic kernels, and one op at a time. Ops that
+    run side by side (inter-op parallelism) finish in an order that varies, and two processes training
+    the blog's DCGAN from the same weights parted by the third step; one op at a time made them repeat
+    for about 3% of the step (docs/design.md, Determinism). The thread count can only be set before
+    TensorFlow's runtime starts: False when it had already started with ops side by side."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            return False
+    return True
+
+
+def settle_determinism(cfg: TrainConfig) -> None:
+    """Apply `train.deterministic` now, for a caller that starts TensorFlow's runtime before train()
+    (the train stage, loading its classifier); select_device then finds it applied."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        _deterministic(cfg, bool(tf.config.list_physical_devices("GPU")))
+
+
+def _deterministic(cfg: TrainConfig, on_gpu: bool) -> bool:
+    """`train.deterministic`, with null resolved: on for a CPU (it costs little for these networks),
+    off on a GPU (where it costs speed). XLA on a CPU (the JAX step) is deterministic as it is."""
+    wanted = cfg.deterministic if cfg.deterministic is not None else not on_gpu
+    if not wanted or keras.backend.backend() != "tensorflow" or tensorflow_determinism():
+        return wanted
+    if cfg.deterministic:
+        raise StageError("train.deterministic is true, but TensorFlow's runtime started before train() with "
+                         "ops run side by side; call ganlab.training.devices.tensorflow_determinism() before "
+                         "any TensorFlow op, or train in a new process")
+    log.warning("TensorFlow's runtime started before train(): its ops run side by side, so the same seed "
+                "may not give the same weights in another process")
+    return False
 
 
 def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int, workers: int, chief: bool,
-          policy: str) -> dict[str, Any]:
+          policy: str, deterministic: bool) -> dict[str, Any]:
     return {
         "backend": keras.backend.backend(),
         "device": device,
@@ -162,13 +206,15 @@ def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int
         # TensorFlow's oneDNN kernels (ganlab.core.hardware turns them on); "n/a" on JAX.
         "onednn": onednn_state() if keras.backend.backend() == "tensorflow" else "n/a",
         "jit_compile": cfg.jit_compile,
+        "deterministic": deterministic,
     }
 
 
 def _select_tensorflow(cfg: TrainConfig):
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime
+    deterministic = _deterministic(cfg, bool(gpus))  # before anything does
     chief, workers = True, 1
     if cfg.strategy == "multi_worker":
         # Must come before anything starts TensorFlow's runtime (listing logical devices does).
@@ -195,4 +241,5 @@ def _select_tensorflow(cfg: TrainConfig):
     name = ("MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
             else type(strategy).__name__)
     device = ",".join(d.get("device_name", g.name) for d, g in zip(details, gpus)) or "cpu"
-    return strategy, _info(cfg, device, cpu, name, strategy.num_replicas_in_sync, workers, chief, policy)
+    return strategy, _info(cfg, device, cpu, name, strategy.num_replicas_in_sync, workers, chief, policy,
+                           deterministic)

@@ -145,13 +145,6 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
         raise StageError(f"train.batch_size {cfg.batch_size} is larger than the {len(images)} training "
                          "images; lower train.batch_size")
     strategy, device = select_device(cfg)
-    # Same params and seed, same losses: costs little for these small networks on a CPU, and speed on
-    # a GPU, so null means on for a CPU only. (XLA on a CPU is deterministic as it is.)
-    device["deterministic"] = cfg.deterministic if cfg.deterministic is not None else device["device"] == "cpu"
-    if cfg.backend == "tensorflow" and device["deterministic"]:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
              device["precision"], cfg.jit_compile)
     gan = make_gan(cfg, strategy)
