@@ -6,17 +6,11 @@ Run: python pipeline/train.py --data data/prepared --out outputs/train \
 """
 
 import argparse
-import signal
 from pathlib import Path
 
 from ganlab.core.cli import run_stage
 from ganlab.core.config import load_params
 from ganlab.training import backend
-
-
-def _sigterm(signum, frame):
-    # `dvc repro` and schedulers stop us with SIGTERM: treat it as Ctrl-C so a checkpoint is saved.
-    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -29,9 +23,10 @@ def main() -> None:
     params = load_params(args.params)
     backend.use(backend.choose(params.train))
     # Imported only now: it imports Keras, which reads KERAS_BACKEND once.
+    from ganlab.training.callbacks import stop_on_sigterm
     from ganlab.training.stage import TrainPaths, train_stage
 
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()  # `dvc repro` and schedulers stop the stage with SIGTERM: save a checkpoint
     print(train_stage(params, TrainPaths(args.data, args.out, args.checkpoints, args.metrics, args.plots,
                                          args.classifier)))
 

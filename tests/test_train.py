@@ -90,6 +90,29 @@ def test_same_seed_same_losses_and_resume_reaches_same_end(images, tmp_path):
     assert list(resumed.history.iteration) == [10, 20, 30, 40]
 
 
+def test_a_sigterm_whose_raise_was_lost_still_stops_the_run_at_the_next_call(images, tmp_path):
+    import json
+
+    import keras
+
+    from ganlab.training.callbacks import STOP
+
+    class LostRaise(keras.callbacks.Callback):
+        """The SIGTERM handler ran at iteration 15, and its KeyboardInterrupt was discarded."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.iteration) == 15:
+                STOP.set()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(TINY, images, tmp_path, "lost", callbacks=(LostRaise(),))
+    finally:
+        STOP.clear()
+    saved = json.loads((tmp_path / "lost" / "ckpt" / "state.json").read_text())
+    assert saved["iteration"] == 20, "the run did not stop at the end of the next call (5 iterations a call)"
+
+
 def test_a_resumed_run_takes_back_the_grids_its_outputs_lost(images, tmp_path):
     import shutil
 

@@ -1,11 +1,13 @@
 """The callbacks around `GAN.run`: a declared interface for the run's own hooks, the interval's work
-(history, grid, NaN check, checkpoint) and one progress bar for the whole run."""
+(history, grid, NaN check, checkpoint), one progress bar for the whole run, and SIGTERM as Ctrl-C."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,29 @@ HISTORY_COLUMNS = ["iteration", *HISTORY_METRICS]
 
 class Diverged(StageError):
     """A loss became NaN or infinite."""
+
+
+STOP = threading.Event()  # a SIGTERM arrived
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (`dvc repro` and schedulers stopping the stage) as Ctrl-C, so that the run saves a
+    checkpoint. Python raises from a handler wherever the main thread is, and an exception raised inside
+    code that discards errors (a finalizer, say) is lost: a run under load once trained to the end after
+    one. `StopCheck` raises it again at the end of the next compiled call."""
+    def handler(signum, frame):
+        STOP.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class StopCheck(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at the end of a compiled call once `stop_on_sigterm`'s handler has run."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if STOP.is_set():
+            raise KeyboardInterrupt
 
 
 class RunCallback(keras.callbacks.Callback):

@@ -36,6 +36,7 @@ from ganlab.training.callbacks import (
     LossSteps,
     ProgressBar,
     RunCallback,
+    StopCheck,
     loss_step,
 )
 from ganlab.training.checkpoints import CHECKPOINT_FORMAT, Checkpoints
@@ -203,7 +204,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
     # what it holds back is in the state before the interval's checkpoint is written.
     state["loss_steps"] = [r for r in state.get("loss_steps", []) if r["iteration"] <= start]
     steps = LossSteps(loss_step(cfg.iterations, gan.most_steps_per_execution), cfg.iterations, start, state)
-    all_callbacks = [steps, interval_cb, bar, *callbacks]
+    all_callbacks = [StopCheck(), steps, interval_cb, bar, *callbacks]
     try:
         # A run stopped mid-interval first finishes that interval, so grids stay on the same iterations;
         # then whole intervals, then a short last one when sample_interval does not divide iterations.
