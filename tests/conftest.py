@@ -47,6 +47,16 @@ def pytest_configure(config):
                                 "install the pinned set (make setup) or run without -n")
 
 
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """`select_device` sets Keras' global dtype policy (bfloat16 for a DCGAN on a CPU that has it): a
+    test must not build its models in the one an earlier test on the same worker left. Leaked, it made
+    the two backends' k-NN counts differ by more than the float32 tolerance."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
