@@ -51,7 +51,7 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(sweep_proje
     assert sorted(runs["params.train.model"]) == ["cdcgan", "mlp_bn"] and set(runs["status"]) == {"FINISHED"}
     # The JAX run trained on JAX, and was evaluated, reported and logged like the other.
     assert dict(zip(runs["params.train.model"], runs["tags.backend"])) == {"cdcgan": "tensorflow", "mlp_bn": "jax"}
-    # Deterministic on both (null: on for a CPU), the TensorFlow run too although the stage loads its classifier first.
+    # Deterministic on both (null: on for a CPU): on TensorFlow, set before the stage's runtime started.
     assert set(runs["tags.deterministic"]) == {"True"}
     assert "jax" in table and "tensorflow" in table
     # Each MLflow run names its DVC experiment (tag and run name), and each experiment its MLflow run.

@@ -95,22 +95,24 @@ def test_a_sigterm_whose_raise_was_lost_still_stops_the_run_at_the_next_call(ima
 
     import keras
 
-    from ganlab.training.callbacks import STOP
+    from ganlab.training.callbacks import StopCheck
 
     class LostRaise(keras.callbacks.Callback):
         """The SIGTERM handler ran at iteration 15, and its KeyboardInterrupt was discarded."""
 
         def on_train_batch_end(self, batch, logs=None):
             if int(self.model.iteration) == 15:
-                STOP.set()
+                StopCheck.requested = True
 
     try:
         with pytest.raises(KeyboardInterrupt):
             run(TINY, images, tmp_path, "lost", callbacks=(LostRaise(),))
+        assert not StopCheck.requested, "the flag outlived the stop it asked for"
     finally:
-        STOP.clear()
+        StopCheck.requested = False
     saved = json.loads((tmp_path / "lost" / "ckpt" / "state.json").read_text())
     assert saved["iteration"] == 20, "the run did not stop at the end of the next call (5 iterations a call)"
+    assert run(TINY, images, tmp_path, "after").metrics["iterations"] == 40, "a later run was stopped too"
 
 
 def test_a_resumed_run_takes_back_the_grids_its_outputs_lost(images, tmp_path):
@@ -150,6 +152,29 @@ def test_two_processes_same_seed_same_weights(model, iterations, batch, tmp_path
     digests = [out.split("digest ")[-1].strip() for out, _ in outs]
     assert digests[0].endswith(" True"), "train.deterministic: null was not on for a CPU"
     assert len(digests[0]) == 16 + 5 and digests[0] == digests[1], "same seed, different weights"
+
+
+@pytest.mark.slow
+def test_determinism_after_tensorflows_runtime_started_is_recorded_off_or_refused():
+    # The test process sets the thread count before its runtime starts (conftest): a new process shows
+    # what a caller that started the runtime first gets.
+    script = textwrap.dedent("""
+        import tensorflow as tf
+        from ganlab.core.config import TrainConfig
+        from ganlab.core.files import StageError
+        from ganlab.training import devices
+        tf.constant(1.0) + 1  # starts the runtime, ops side by side
+        print("null", devices._deterministic(TrainConfig(), on_gpu=False))
+        try:
+            devices._deterministic(TrainConfig(deterministic=True), on_gpu=False)
+        except StageError as exc:
+            print("true", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "null False" and "may not give the same weights" in out.stderr
+    assert lines[1].startswith("true train.deterministic is true, but TensorFlow's runtime started") and len(lines) == 2
 
 
 @pytest.mark.parametrize("iterations, rows", [(25, [10, 20, 25]), (7, [7])])

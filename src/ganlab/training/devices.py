@@ -153,8 +153,8 @@ def _select_jax(cfg: TrainConfig) -> tuple[Replicas, dict[str, Any]]:
 def tensorflow_determinism() -> bool:
     """Same seed, same weights on TensorFlow: its deterministic kernels, and one op at a time. Ops that
     run side by side (inter-op parallelism) finish in an order that varies, and two processes training
-    the blog's DCGAN from the same weights parted by the third step; one op at a time made them repeat
-    for about 3% of the step (docs/design.md, Determinism). The thread count can only be set before
+    the blog's DCGAN from the same weights parted within a few steps; one op at a time made them repeat
+    (docs/design.md, Determinism, with what it costs). The thread count can only be set before
     TensorFlow's runtime starts: False when it had already started with ops side by side."""
     import tensorflow as tf
 
@@ -169,7 +169,7 @@ def tensorflow_determinism() -> bool:
 
 def settle_determinism(cfg: TrainConfig) -> None:
     """Apply `train.deterministic` now, for a caller that starts TensorFlow's runtime before train()
-    (the train stage, loading its classifier); select_device then finds it applied."""
+    (the benchmark, whose first row is the book's loop); select_device then finds it applied."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -177,8 +177,9 @@ def settle_determinism(cfg: TrainConfig) -> None:
 
 
 def _deterministic(cfg: TrainConfig, on_gpu: bool) -> bool:
-    """`train.deterministic`, with null resolved: on for a CPU (it costs little for these networks),
-    off on a GPU (where it costs speed). XLA on a CPU (the JAX step) is deterministic as it is."""
+    """`train.deterministic`, with null resolved: on for a CPU (where it costs these networks little, or
+    nothing measurable in float32), off on a GPU (where it costs speed). XLA on a CPU (the JAX step) is
+    deterministic as it is."""
     wanted = cfg.deterministic if cfg.deterministic is not None else not on_gpu
     if not wanted or keras.backend.backend() != "tensorflow" or tensorflow_determinism():
         return wanted

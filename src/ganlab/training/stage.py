@@ -21,7 +21,6 @@ from ganlab.tracking import store as tracking
 from ganlab.tracking.callback import TrainTracking
 from ganlab.tracking.naming import logged_params, run_name
 from ganlab.training.callbacks import STEP_COLUMNS
-from ganlab.training.devices import settle_determinism
 from ganlab.training.train import resolved, train, weights_digest
 from ganlab.training.watch import quality_watch
 
@@ -46,7 +45,6 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
     tags = {**tracking.git_info(), **dvc_exp, "data_hash": data_hash, "model": cfg.model, "backend": cfg.backend}
     mlrun = TrainTracking(cfg.experiment, run_name(cfg, dvc_exp.get("dvc_experiment")),
                           logged_params(params, cfg), tags, paths.out / "mlflow_run.json")
-    settle_determinism(cfg)  # before the classifier below starts TensorFlow's runtime
     # First, so that the scores it adds to each interval's row reach MLflow too.
     watch = quality_watch(paths.classifier, paths.data, cfg, paths.checkpoints)  # () without a classifier
     try:

@@ -222,6 +222,7 @@ def _train(cfg: TrainConfig, gan: GAN, strategy, device: dict, fp: str,
         it = int(gan.iteration.numpy())
         steps.hold()
         interval_cb.save(it)
+        StopCheck.requested = False  # acted on: a later run in this process starts clear
         log.warning("interrupted at iteration %d; checkpoint saved in %s", it, checkpoints.folder)
         raise
     finally:
