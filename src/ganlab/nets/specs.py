@@ -70,8 +70,8 @@ SPECS: dict[str, ModelSpec] = {
 MODEL_NAMES = tuple(SPECS)
 
 # The train settings whose `null` (or `auto`) `resolve` fills in; logged as `train.resolved.*`.
-RESOLVED = ("iterations", "batch_size", "learning_rate", "beta_1", "sample_interval", "checkpoint_interval",
-            "steps_per_execution", "label_smoothing", "backend")
+RESOLVED = ("iterations", "batch_size", "learning_rate", "d_learning_rate", "beta_1", "sample_interval",
+            "checkpoint_interval", "steps_per_execution", "label_smoothing", "backend")
 
 
 def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
@@ -90,11 +90,13 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
                           f"use null or a multiple of the sample interval ({sample}: checkpoints are taken at "
                           "the end of an interval)")
     checkpoint = cfg.checkpoint_interval or -(-spec.checkpoint_interval // sample) * sample
+    learning_rate = cfg.learning_rate or spec.learning_rate
     return dataclasses.replace(
         cfg,
         iterations=cfg.iterations or spec.iterations,
         batch_size=cfg.batch_size or spec.batch_size,
-        learning_rate=cfg.learning_rate or spec.learning_rate,
+        learning_rate=learning_rate,
+        d_learning_rate=cfg.d_learning_rate or learning_rate,
         beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
         label_smoothing=spec.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         sample_interval=sample,

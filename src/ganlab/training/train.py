@@ -61,6 +61,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop(key)
     if not keep["label_smoothing"]:  # only a set smoothing is hashed: unsmoothed checkpoints match either way
         keep.pop("label_smoothing")
+    if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
+        keep.pop("d_learning_rate")
     keep["data_hash"] = data_hash
     keep["checkpoint_format"] = CHECKPOINT_FORMAT
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
@@ -96,8 +98,8 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
                                  "train.strategy: one_device, or train.backend: jax (EMA on every device)")
             gan.track_ema(cfg.ema)
 
-        def adam():
-            opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1)
+        def adam(learning_rate):
+            opt = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1)
             # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range.
             if keras.mixed_precision.global_policy().name == "mixed_float16":  # TensorFlow only
                 opt = keras.optimizers.LossScaleOptimizer(opt)
@@ -106,8 +108,8 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         # Keras' multi-step loop fails to trace the replica id under MirroredStrategy: one step per call there.
         spe = (1 if on_tf and strategy.num_replicas_in_sync > 1
                else math.gcd(cfg.steps_per_execution, cfg.sample_interval))
-        gan.compile(d_optimizer=adam(), g_optimizer=adam(), batch_size=cfg.batch_size,
-                    jit_compile=cfg.jit_compile, steps_per_execution=spe)
+        gan.compile(d_optimizer=adam(cfg.d_learning_rate), g_optimizer=adam(cfg.learning_rate),
+                    batch_size=cfg.batch_size, jit_compile=cfg.jit_compile, steps_per_execution=spe)
         # Build optimizer slots now so a checkpoint can restore into them.
         gan.d_optimizer.build(d.trainable_variables)
         gan.g_optimizer.build(g.trainable_variables)
