@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import http.server
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,14 @@ import yaml
 import ganlab  # noqa: F401  (before any test loads TensorFlow: turns its oneDNN kernels on, as the stages do)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's persistent compilation cache (ganlab.training.devices.jax_compilation_cache) in one temporary
+# folder per pytest run, not the user's: the workers, the JAX suite's process and every scratch
+# project's stages inherit it, and load the executable XLA compiled for the same program (each run,
+# each resume, is a new GAN whose step is traced anew). JAX writes its entries atomically.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="jax-cache-")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # tests/on_jax needs a process on the JAX backend: tests/test_backend.py starts one for it.
 collect_ignore = [] if os.environ["KERAS_BACKEND"] == "jax" else ["on_jax"]
@@ -189,7 +199,8 @@ def project(tmp_path_factory):
     """A scratch copy of the project (SMALL params, the default store: sqlite:///<project>/mlflow.db),
     shared by test_pipeline.py and test_serving.py."""
     dest = tmp_path_factory.mktemp("project")
-    return dest, make_project(dest)
+    # A JAX compilation cache of its own, so that test_pipeline.py can see what its train stage put there.
+    return dest, make_project(dest, JAX_COMPILATION_CACHE_DIR=str(dest.parent / f"{dest.name}-jax-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -38,3 +38,28 @@ def test_auto_on_this_machine_applies_a_policy_and_records_it():
     import keras
     assert keras.mixed_precision.global_policy().name == info["precision"]
     keras.mixed_precision.set_global_policy("float32")
+
+
+class _JaxConfig:
+    """What `jax_compilation_cache` reads and sets of `jax.config`, with JAX's defaults."""
+
+    def __init__(self, **values):
+        self.jax_enable_compilation_cache, self.jax_compilation_cache_dir = True, None
+        self.__dict__.update(values)
+
+    def update(self, name, value):
+        setattr(self, name, value)
+
+
+def test_jax_keeps_every_compilation_in_the_users_cache_and_the_environment_wins():
+    config = _JaxConfig()
+    assert devices.jax_compilation_cache(config, {"XDG_CACHE_HOME": "/c"}) == "/c/ganlab/jax"
+    assert config.jax_persistent_cache_min_compile_time_secs == 0 and config.jax_compilation_cache_max_size > 0
+    # JAX read JAX_COMPILATION_CACHE_DIR and the others into its config when imported: they stay.
+    config = _JaxConfig(jax_compilation_cache_dir="/mine")
+    environ = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2", "JAX_COMPILATION_CACHE_MAX_SIZE": "9"}
+    assert devices.jax_compilation_cache(config, environ) == "/mine"
+    assert not hasattr(config, "jax_persistent_cache_min_compile_time_secs")
+    assert not hasattr(config, "jax_compilation_cache_max_size")
+    config = _JaxConfig(jax_enable_compilation_cache=False)  # JAX_ENABLE_COMPILATION_CACHE=false
+    assert devices.jax_compilation_cache(config, {}) is None and config.jax_compilation_cache_dir is None
