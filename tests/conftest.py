@@ -30,7 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _jax_cache = tempfile.mkdtemp(prefix="jax-cache-")
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    # Every compilation kept, as the train stage keeps them, also those before a test's device choice.
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # tests/on_jax needs a process on the JAX backend: tests/test_backend.py starts one for it.
 collect_ignore = [] if os.environ["KERAS_BACKEND"] == "jax" else ["on_jax"]
