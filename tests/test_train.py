@@ -369,19 +369,23 @@ def test_a_null_label_smoothing_is_the_models_reference_and_a_set_one_wins(model
     assert T.resolved(dataclasses.replace(TINY, model=model, label_smoothing=0.0)).label_smoothing == 0.0
 
 
-def test_d_takes_its_own_learning_rate_and_a_null_one_is_gs():
-    same = T.resolved(dataclasses.replace(TINY, model="dcgan_tuned"))
-    assert same.learning_rate == same.d_learning_rate == 2e-4
-    ttur = T.resolved(dataclasses.replace(TINY, model="dcgan_tuned", d_learning_rate=4e-4))
-    assert (ttur.learning_rate, ttur.d_learning_rate) == (2e-4, 4e-4)
+def test_d_takes_its_own_learning_rate_and_a_null_one_is_the_models_reference():
+    def rates(**kw):
+        r = T.resolved(dataclasses.replace(TINY, **kw))
+        return r.learning_rate, r.d_learning_rate
+
+    assert rates(model="dcgan_tuned") == (4e-4, 2e-4)  # G twice D (its sweep)
+    assert rates(model="mlp") == (1e-3, 1e-3) and rates(model="mlp", learning_rate=5e-4) == (5e-4, 5e-4)
+    assert rates(model="dcgan_tuned", learning_rate=1e-4, d_learning_rate=3e-4) == (1e-4, 3e-4)
     # Only a rate of D's own changes the fingerprint: D's rate written out as G's resumes a null one's run.
-    written = T.resolved(dataclasses.replace(TINY, model="dcgan_tuned", d_learning_rate=2e-4))
-    assert T.fingerprint(same, "h") == T.fingerprint(written, "h")
-    assert T.fingerprint(ttur, "h") != T.fingerprint(same, "h")
+    def fp(**kw):
+        return T.fingerprint(T.resolved(dataclasses.replace(TINY, **kw)), "h")
+
+    assert fp() == fp(d_learning_rate=1e-3) != fp(d_learning_rate=4e-4)
     gan = T.make_gan(T.resolved(dataclasses.replace(TINY, learning_rate=1e-3, d_learning_rate=5e-3)),
                      select_device(TINY)[0])
-    rates = [float(np.asarray(opt.learning_rate)) for opt in (gan.d_optimizer, gan.g_optimizer)]
-    assert rates == pytest.approx([5e-3, 1e-3])
+    got = [float(np.asarray(opt.learning_rate)) for opt in (gan.d_optimizer, gan.g_optimizer)]
+    assert got == pytest.approx([5e-3, 1e-3])
 
 
 @pytest.mark.parametrize("key, was", [("precision", "mixed_bfloat16"), ("device", "NVIDIA H100")])
