@@ -36,6 +36,9 @@ from ganlab.training.devices import select_device, settle_determinism
 from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every figure as on a first run: a JAX process compiles its programs, whatever the user's compilation
+# cache (ganlab.training.devices.jax_compilation_cache) holds. The train stage's it/s counts compiling.
+NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
 
 
 def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int = 100) -> float:
@@ -111,7 +114,7 @@ def train_stage(iterations: int, backend: str) -> dict:
                                backend=backend)
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
         env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        env.update(NO_JAX_CACHE, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
                                  "--data", str(ROOT / "data/prepared"), "--out", f"{tmp}/out",
@@ -196,7 +199,7 @@ def second_process(args, backend: str, env: dict[str, str], *extra: str) -> dict
         out = Path(tmp) / "rows.json"
         subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
                         str(args.iterations), "--dcgan-iterations", str(dcgan), *extra],
-                       check=True, env={**os.environ, **env, "KERAS_BACKEND": backend})
+                       check=True, env={**os.environ, **NO_JAX_CACHE, **env, "KERAS_BACKEND": backend})
         return json.loads(out.read_text())
 
 

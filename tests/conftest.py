@@ -201,8 +201,13 @@ def project(tmp_path_factory):
     """A scratch copy of the project (SMALL params, the default store: sqlite:///<project>/mlflow.db),
     shared by test_pipeline.py and test_serving.py."""
     dest = tmp_path_factory.mktemp("project")
-    # A JAX compilation cache of its own, so that test_pipeline.py can see what its train stage put there.
-    return dest, make_project(dest, JAX_COMPILATION_CACHE_DIR=str(dest.parent / f"{dest.name}-jax-cache"))
+    # JAX's compilation cache as a user gets it, in a cache folder of the project's own: test_pipeline.py
+    # checks what its train stage put there.
+    env = make_project(dest, XDG_CACHE_HOME=str(dest.parent / f"{dest.name}-cache"))
+    for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
+        env.pop(key, None)
+    return dest, env
 
 
 @pytest.fixture(scope="session")

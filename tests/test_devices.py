@@ -53,13 +53,18 @@ class _JaxConfig:
 
 def test_jax_keeps_every_compilation_in_the_users_cache_and_the_environment_wins():
     config = _JaxConfig()
-    assert devices.jax_compilation_cache(config, {"XDG_CACHE_HOME": "/c"}) == "/c/ganlab/jax"
+    folder = devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": ["avx2"]}, {"XDG_CACHE_HOME": "/c"})
+    assert folder.startswith("/c/ganlab/jax/") and config.jax_compilation_cache_dir == folder
     assert config.jax_persistent_cache_min_compile_time_secs == 0 and config.jax_compilation_cache_max_size > 0
+    # One folder per CPU model and flags: another CPU never loads this one's code.
+    other = devices.jax_compilation_cache(_JaxConfig(), XEON_AMX | {"flags": ["avx512f"]}, {"XDG_CACHE_HOME": "/c"})
+    assert other != folder and other.startswith("/c/ganlab/jax/")
     # JAX read JAX_COMPILATION_CACHE_DIR and the others into its config when imported: they stay.
     config = _JaxConfig(jax_compilation_cache_dir="/mine")
     environ = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2", "JAX_COMPILATION_CACHE_MAX_SIZE": "9"}
-    assert devices.jax_compilation_cache(config, environ) == "/mine"
+    assert devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, environ) == "/mine"
     assert not hasattr(config, "jax_persistent_cache_min_compile_time_secs")
     assert not hasattr(config, "jax_compilation_cache_max_size")
     config = _JaxConfig(jax_enable_compilation_cache=False)  # JAX_ENABLE_COMPILATION_CACHE=false
-    assert devices.jax_compilation_cache(config, {}) is None and config.jax_compilation_cache_dir is None
+    assert devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, {}) is None
+    assert config.jax_compilation_cache_dir is None

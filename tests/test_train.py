@@ -377,6 +377,8 @@ def test_d_takes_its_own_learning_rate_and_a_null_one_is_the_models_reference():
     assert rates(model="dcgan_tuned") == (4e-4, 2e-4)  # G twice D (its sweep)
     assert rates(model="mlp") == (1e-3, 1e-3) and rates(model="mlp", learning_rate=5e-4) == (5e-4, 5e-4)
     assert rates(model="dcgan_tuned", learning_rate=1e-4, d_learning_rate=3e-4) == (1e-4, 3e-4)
+    assert rates(model="dcgan_tuned", learning_rate=1e-4) == (1e-4, 1e-4)  # a set G rate: one for both
+    assert rates(model="dcgan_tuned", d_learning_rate=1e-4) == (4e-4, 1e-4)
     # Only a rate of D's own changes the fingerprint: D's rate written out as G's resumes a null one's run.
     def fp(**kw):
         return T.fingerprint(T.resolved(dataclasses.replace(TINY, **kw)), "h")

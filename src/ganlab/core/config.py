@@ -47,8 +47,8 @@ class TrainConfig:
     iterations: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
-    # D's own Adam learning rate (two time-scale updates, TTUR); null = the model's reference: dcgan_tuned
-    # 2e-4 (its G 4e-4), the others learning_rate, one rate for both.
+    # D's own Adam learning rate (two time-scale updates). null: learning_rate when that is set, one rate
+    # for both; else the model's reference (ganlab.nets.specs.resolve).
     d_learning_rate: float | None = None
     beta_1: float | None = None
     z_dim: int = 100

@@ -59,8 +59,8 @@ SPECS: dict[str, ModelSpec] = {
     # docs/results.md), so it takes the DCGAN paper's Adam(2e-4, 0.5) as Keras-GAN does, and shows D the
     # training-mode G that G's step trains: in inference mode G's early moving statistics give D fakes
     # unlike those G optimises, and both losses fell to ~0 at once (a game of two different Gs).
-    # The blog's layers with what made `cdcgan` learn (Adam(2e-4, 0.5), D's fakes from the training-mode
-    # G), without the digit; from its sweep (docs/results.md): D's real targets at 0.9 (the best of 0,
+    # The blog's layers with what made `cdcgan` learn (Adam with beta_1 0.5, D's fakes from the
+    # training-mode G), without the digit; from its sweep (docs/results.md): D's real targets at 0.9 (the best of 0,
     # 0.1 and 0.2), and G's rate twice D's (4e-4 against 2e-4: at 1,500 iterations, Fréchet distance 8.3
     # against 13-15 with one rate for both, and 15.4 with D's twice G's).
     "dcgan_tuned": ModelSpec(batch_size=200, learning_rate=4e-4, d_learning_rate=2e-4, beta_1=0.5, iterations=3_000,
@@ -99,7 +99,8 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
         iterations=cfg.iterations or spec.iterations,
         batch_size=cfg.batch_size or spec.batch_size,
         learning_rate=learning_rate,
-        d_learning_rate=cfg.d_learning_rate or spec.d_learning_rate or learning_rate,
+        # A set G rate without a D rate is one rate for both; the model's two rates come as a pair.
+        d_learning_rate=cfg.d_learning_rate or cfg.learning_rate or spec.d_learning_rate or learning_rate,
         beta_1=spec.beta_1 if cfg.beta_1 is None else cfg.beta_1,
         label_smoothing=spec.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         sample_interval=sample,

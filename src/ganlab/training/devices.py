@@ -15,6 +15,8 @@ bfloat16 instead, which needs none.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 from typing import Any
@@ -119,18 +121,19 @@ def select_device(cfg: TrainConfig):
     return _select_tensorflow(cfg)
 
 
-def jax_compilation_cache(config, environ=os.environ) -> str | None:
+def jax_compilation_cache(config, cpu: dict[str, Any], environ=os.environ) -> str | None:
     """Turn on JAX's persistent compilation cache, so that a run, a resume or an experiment whose step was
     compiled before loads XLA's executable instead of compiling it again (about 5 s of each `train` stage
-    of `mlp`, docs/benchmarks.md). The executable is the one XLA compiled for the same program, flags and
-    JAX version (all part of its key), so the weights are the same either way. What the environment sets
-    wins: `JAX_COMPILATION_CACHE_DIR` moves it, `JAX_ENABLE_COMPILATION_CACHE=false` turns it off.
-    Returns the folder, or None when off."""
+    of `mlp`, docs/benchmarks.md). Its key holds the program, XLA's flags and JAX's version; the folder is
+    one per CPU model and flags, so a home folder shared by machines never hands one CPU's code to
+    another. What the environment sets wins: `JAX_COMPILATION_CACHE_DIR` moves it,
+    `JAX_ENABLE_COMPILATION_CACHE=false` turns it off. Returns the folder, or None when off."""
     if not config.jax_enable_compilation_cache:
         return None
     if config.jax_compilation_cache_dir is None:
         home = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        config.update("jax_compilation_cache_dir", os.path.join(home, "ganlab", "jax"))
+        machine = hashlib.sha256(json.dumps([cpu["cpu"], cpu["flags"]]).encode()).hexdigest()[:12]
+        config.update("jax_compilation_cache_dir", os.path.join(home, "ganlab", "jax", machine))
     # JAX keeps only compilations over 1 s by default; most of a run's (its initialisers, the scorer) are
     # shorter and together take seconds. Capped, least recently used first out.
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
@@ -143,7 +146,8 @@ def jax_compilation_cache(config, environ=os.environ) -> str | None:
 def _select_jax(cfg: TrainConfig) -> tuple[Replicas, dict[str, Any]]:
     import jax
 
-    jax_compilation_cache(jax.config)  # before anything compiles
+    cpu = cpu_info()
+    jax_compilation_cache(jax.config, cpu)  # before anything compiles
     # TrainConfig.validate refuses float16 with backend jax.
     if cfg.strategy == "multi_worker" and not jax.distributed.is_initialized():
         if not os.environ.get(JAX_CLUSTER):
@@ -162,7 +166,6 @@ def _select_jax(cfg: TrainConfig) -> tuple[Replicas, dict[str, Any]]:
     gpus = [d for d in devices if d.platform == "gpu"]
     capabilities = [tuple(int(x) for x in str(getattr(d, "compute_capability", "0.0")).split(".")[:2])
                     for d in gpus]
-    cpu = cpu_info()
     policy = choose_precision(cfg, capabilities, cpu, backend="jax")
     keras.mixed_precision.set_global_policy(policy)
     replicas = Replicas(devices)
