@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import ganlab  # noqa: F401  (before any test loads TensorFlow: turns its oneDNN kernels on, as the stages do)
+from ganlab.core.config import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX's persistent compilation cache (ganlab.training.devices.jax_compilation_cache) in one temporary
@@ -243,6 +244,11 @@ def answers(url: str, proc: subprocess.Popen, seconds: float = 120) -> bool:
         except OSError:
             time.sleep(0.5)
     return False
+
+
+# A training a few seconds long on either backend: small nets, short intervals, resumable.
+TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
+                   steps_per_execution=5, resume=True, width=0.25)
 
 
 @pytest.fixture(scope="module")

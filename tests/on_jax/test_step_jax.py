@@ -13,15 +13,13 @@ import keras
 import numpy as np
 import pytest
 
-from ganlab.core.config import TrainConfig
 from ganlab.training import train as T
 from ganlab.training.callbacks import Diverged
 from ganlab.training.devices import select_device
 
-from ..conftest import changed, d_verdicts, only_the_real_loss_moved, stop_at, upconv_and_layer_pair, weights
+from ..conftest import TINY, changed, d_verdicts, only_the_real_loss_moved, stop_at, upconv_and_layer_pair, weights
 
-TINY = TrainConfig(iterations=40, sample_interval=10, checkpoint_interval=10, batch_size=16,
-                   steps_per_execution=5, resume=True, width=0.25, backend="jax")
+TINY = dataclasses.replace(TINY, backend="jax")
 
 
 def make(cfg):
