@@ -1,0 +1,1 @@
+"""The networks: each model's reference settings, its Keras layers, and the portable saved form."""
