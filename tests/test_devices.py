@@ -1,5 +1,7 @@
 """The precision `train` picks on each kind of hardware, and what the CPU's flags say."""
 
+from pathlib import Path
+
 import pytest
 
 from ganlab.core.config import TrainConfig
@@ -56,15 +58,24 @@ def test_jax_keeps_every_compilation_in_the_users_cache_and_the_environment_wins
     folder = devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": ["avx2"]}, {"XDG_CACHE_HOME": "/c"})
     assert folder.startswith("/c/ganlab/jax/") and config.jax_compilation_cache_dir == folder
     assert config.jax_persistent_cache_min_compile_time_secs == 0 and config.jax_compilation_cache_max_size > 0
-    # One folder per CPU model and flags: another CPU never loads this one's code.
-    other = devices.jax_compilation_cache(_JaxConfig(), XEON_AMX | {"flags": ["avx512f"]}, {"XDG_CACHE_HOME": "/c"})
-    assert other != folder and other.startswith("/c/ganlab/jax/")
-    # JAX read JAX_COMPILATION_CACHE_DIR and the others into its config when imported: they stay.
-    config = _JaxConfig(jax_compilation_cache_dir="/mine")
-    environ = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2", "JAX_COMPILATION_CACHE_MAX_SIZE": "9"}
-    assert devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, environ) == "/mine"
-    assert not hasattr(config, "jax_persistent_cache_min_compile_time_secs")
+    # One folder per CPU model and flags: another CPU, or the same model with other flags, never loads this code.
+    other = devices.jax_compilation_cache(_JaxConfig(), XEON_AMX | {"flags": ["avx2"]}, {"XDG_CACHE_HOME": "/c"})
+    flags = devices.jax_compilation_cache(_JaxConfig(), EPYC_ZEN3 | {"flags": ["avx512f"]}, {"XDG_CACHE_HOME": "/c"})
+    assert len({folder, other, flags}) == 3 and other.startswith("/c/ganlab/jax/")
+    # A relative XDG_CACHE_HOME is not one (the XDG rule): ~/.cache.
+    home = devices.jax_compilation_cache(_JaxConfig(), EPYC_ZEN3 | {"flags": []}, {"XDG_CACHE_HOME": "rel"})
+    assert home.startswith(str(Path.home() / ".cache" / "ganlab" / "jax"))
+    # JAX read JAX_COMPILATION_CACHE_DIR and the others into its config when imported: they stay, and a
+    # folder of the user's is left on JAX's own terms (no cap of ours, no tiny entries).
+    for environ in ({}, {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2", "JAX_COMPILATION_CACHE_MAX_SIZE": "9"}):
+        config = _JaxConfig(jax_compilation_cache_dir="/mine")
+        assert devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, environ) == "/mine"
+        assert not hasattr(config, "jax_persistent_cache_min_compile_time_secs")
+        assert not hasattr(config, "jax_compilation_cache_max_size")
+    config = _JaxConfig()  # our folder, the user's limits
+    devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, {"JAX_COMPILATION_CACHE_MAX_SIZE": "9"})
     assert not hasattr(config, "jax_compilation_cache_max_size")
+    assert config.jax_persistent_cache_min_compile_time_secs == 0
     config = _JaxConfig(jax_enable_compilation_cache=False)  # JAX_ENABLE_COMPILATION_CACHE=false
     assert devices.jax_compilation_cache(config, EPYC_ZEN3 | {"flags": []}, {}) is None
     assert config.jax_compilation_cache_dir is None

@@ -79,7 +79,7 @@ def _project_imports(path, seen: set) -> set:
             names = [f"{package}.{f.stem}" for f in (ROOT / "src" / package.replace(".", "/")).glob(stem + "*.py")]
         for name in names:
             parts = name.split(".")
-            for i in range(2, len(parts) + 1):  # ganlab.pkg/__init__.py, then ganlab.pkg.module
+            for i in range(1, len(parts) + 1):  # ganlab/__init__.py, ganlab.pkg/__init__.py, then the module
                 f = module_file(".".join(parts[:i]))
                 if f is not None and f not in seen:
                     seen.add(f)

@@ -75,3 +75,15 @@ def test_d_takes_its_own_learning_rate_and_a_null_one_is_the_models_reference():
                      select_device(TINY)[0])
     got = [float(np.asarray(opt.learning_rate)) for opt in (gan.d_optimizer, gan.g_optimizer)]
     assert got == pytest.approx([5e-3, 1e-3])
+
+
+@pytest.mark.parametrize("kw, pinned", [
+    (dict(model="mlp"), "366826a579f59950"),
+    (dict(model="dcgan_tuned", learning_rate=2e-4), "2c1c226c42b32dbc"),
+    (dict(model="dcgan_tuned", learning_rate=2e-4, label_smoothing=0.0), "979e490a2f5f671b"),
+])
+def test_the_fingerprints_of_existing_checkpoints_stay_put(kw, pinned):
+    """Checkpoints of these runs exist: a key added to TrainConfig must drop out of the hash at its
+    neutral value (as `d_learning_rate` equal to G's and a zero `label_smoothing` do), or they no
+    longer resume. Change a pin only with CHECKPOINT_FORMAT."""
+    assert T.fingerprint(T.resolved(TrainConfig(backend="tensorflow", **kw)), "h") == pinned

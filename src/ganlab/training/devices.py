@@ -130,12 +130,14 @@ def jax_compilation_cache(config, cpu: dict[str, Any], environ=os.environ) -> st
     `JAX_ENABLE_COMPILATION_CACHE=false` turns it off. Returns the folder, or None when off."""
     if not config.jax_enable_compilation_cache:
         return None
-    if config.jax_compilation_cache_dir is None:
-        home = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        machine = hashlib.sha256(json.dumps([cpu["cpu"], cpu["flags"]]).encode()).hexdigest()[:12]
-        config.update("jax_compilation_cache_dir", os.path.join(home, "ganlab", "jax", machine))
+    if config.jax_compilation_cache_dir is not None:
+        return config.jax_compilation_cache_dir  # the user's folder, on the user's (or JAX's) terms
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    home = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")  # XDG: absolute only
+    machine = hashlib.sha256(json.dumps([cpu["cpu"], cpu["flags"]]).encode()).hexdigest()[:12]
+    config.update("jax_compilation_cache_dir", os.path.join(home, "ganlab", "jax", machine))
     # JAX keeps only compilations over 1 s by default; most of a run's (its initialisers, the scorer) are
-    # shorter and together take seconds. Capped, least recently used first out.
+    # shorter and together take seconds. Our own folder, so capped, least recently used first out.
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
