@@ -9,13 +9,20 @@ TensorFlow nor MLflow, so on a machine with JAX alone (a GPU machine without Ten
 
 from __future__ import annotations
 
-import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
+import os
+
+# Every figure as on a first run: a JAX process (this one under --backend-only, and every process it
+# starts) compiles its programs, whatever the user's compilation cache
+# (ganlab.training.devices.jax_compilation_cache) holds; the train stage's it/s counts compiling.
+# Before JAX is imported: it reads this variable once.
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+
+import ganlab  # noqa: E402, F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
 
 # isort: split
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -36,11 +43,6 @@ from ganlab.training.devices import select_device, settle_determinism
 from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every figure as on a first run: a JAX process compiles its programs, whatever the user's compilation
-# cache (ganlab.training.devices.jax_compilation_cache) holds. The train stage's it/s counts compiling.
-NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
-
-
 def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int = 100) -> float:
     """The book's loop re-created in Keras 3: predict + three train_on_batch calls per iteration.
 
@@ -114,7 +116,7 @@ def train_stage(iterations: int, backend: str) -> dict:
                                backend=backend)
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
         env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-        env.update(NO_JAX_CACHE, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
                                  "--data", str(ROOT / "data/prepared"), "--out", f"{tmp}/out",
@@ -199,7 +201,7 @@ def second_process(args, backend: str, env: dict[str, str], *extra: str) -> dict
         out = Path(tmp) / "rows.json"
         subprocess.run([sys.executable, __file__, "--backend-only", "--out", str(out), "--iterations",
                         str(args.iterations), "--dcgan-iterations", str(dcgan), *extra],
-                       check=True, env={**os.environ, **NO_JAX_CACHE, **env, "KERAS_BACKEND": backend})
+                       check=True, env={**os.environ, **env, "KERAS_BACKEND": backend})
         return json.loads(out.read_text())
 
 

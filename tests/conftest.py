@@ -204,10 +204,13 @@ def project(tmp_path_factory):
     dest = tmp_path_factory.mktemp("project")
     # JAX's compilation cache as a user gets it, in a cache folder of the project's own: test_pipeline.py
     # checks what its train stage put there.
-    env = make_project(dest, XDG_CACHE_HOME=str(dest.parent / f"{dest.name}-cache"))
-    for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
-        env.pop(key, None)
+    # Matplotlib keeps its font cache where it was (under a new XDG_CACHE_HOME it would rebuild it).
+    import matplotlib
+
+    env = make_project(dest, XDG_CACHE_HOME=str(dest.parent / f"{dest.name}-cache"),
+                       MPLCONFIGDIR=os.environ.get("MPLCONFIGDIR", matplotlib.get_cachedir()))
+    for key in [k for k in env if k.startswith("JAX_") and "CACHE" in k]:  # the suite's, and a developer's
+        env.pop(key)
     return dest, env
 
 

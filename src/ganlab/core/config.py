@@ -106,8 +106,7 @@ class TrainConfig:
         if self.learning_rate is not None:
             _check(0 < self.learning_rate < 1, "train.learning_rate", self.learning_rate, "null or in (0, 1)")
         if self.d_learning_rate is not None:
-            _check(0 < self.d_learning_rate < 1, "train.d_learning_rate", self.d_learning_rate,
-                   "null (train.learning_rate) or in (0, 1)")
+            _check(0 < self.d_learning_rate < 1, "train.d_learning_rate", self.d_learning_rate, "null or in (0, 1)")
         if self.beta_1 is not None:
             _check(0 <= self.beta_1 < 1, "train.beta_1", self.beta_1, "null or in [0, 1)")
         _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
