@@ -1,0 +1,42 @@
+"""`make bench`'s table against the CPU's peak (bench/peak.py), read back from the committed bench/results.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def peak():
+    # bench/ is a folder of scripts, not a package: load its module by path, as bench.py finds it beside itself.
+    spec = importlib.util.spec_from_file_location("bench_peak", ROOT / "bench" / "peak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_rows_follow_from_the_timings_and_the_layers_as_they_are(peak):
+    # A renamed timing key drops its row; a layer changed since the last `make bench` changes the work
+    # per iteration, and so every fraction the docs quote: either way the table no longer matches.
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    stored = results["peak"]
+    table = peak.peak_table(results, {k: v for k, v in stored.items() if k != "rows"})
+    assert [(r["what"], r["model"], r["backend"], r["precision"]) for r in table] == \
+        [(r["what"], r["model"], r["backend"], r["precision"]) for r in stored["rows"]]
+    for got, want in zip(table, stored["rows"]):
+        assert got["gflop_per_iteration"] == pytest.approx(want["gflop_per_iteration"], abs=1e-3), got
+        assert got["fraction_of_peak"] == pytest.approx(want["fraction_of_peak"], abs=1e-3), got
+        assert got["fraction_of_peak"] == pytest.approx(got["gflops"] / got["peak_gflops"], abs=1e-3)
+    held = [r for r in table if r["what"] == "capped at AVX2"]
+    assert held and {r["peak_gflops"] for r in held} == {stored["avx2"]["peak_gflops"]}
+
+
+def test_a_cpu_without_a_clock_gets_no_fraction_but_keeps_its_rows(peak):
+    results = {"machine": {"onednn": "on"}, "compiled_its": 100.0}
+    (row,) = peak.peak_table(results, {"peak_gflops": None})
+    assert row["fraction_of_peak"] is None and row["gflops"] == pytest.approx(100 * row["gflop_per_iteration"], 0.01)
