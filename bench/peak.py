@@ -3,6 +3,9 @@ the GFLOP/s achieved, and their fraction of cores x SIMD lanes x FMA pipes x clo
 
 from __future__ import annotations
 
+import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
+
+# isort: split
 import time
 
 import keras

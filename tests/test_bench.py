@@ -21,8 +21,9 @@ def peak():
 
 
 def test_the_committed_rows_follow_from_the_timings_and_the_layers_as_they_are(peak):
-    # A renamed timing key drops its row; a layer changed since the last `make bench` changes the work
-    # per iteration, and so every fraction the docs quote: either way the table no longer matches.
+    # A timing key that peak.py no longer reads drops its row; a layer changed since the last `make bench`
+    # changes the work per iteration, and so every fraction the docs quote: either way the table no
+    # longer matches the committed one.
     results = json.loads((ROOT / "bench" / "results.json").read_text())
     stored = results["peak"]
     table = peak.peak_table(results, {k: v for k, v in stored.items() if k != "rows"})

@@ -1,6 +1,6 @@
-"""The GAN's step (ganlab.training.gan): each update moves only its own network, G plays against the D
-that D's steps train, D's fakes come from G in the model's mode, and label smoothing touches only D's
-real targets."""
+"""The GAN's step (ganlab.training.gan): each update moves only its own network, the two-step schedule
+takes two D steps per G step, G plays against the D that D's steps train, D's fakes come from G in the
+model's mode, and label smoothing touches only D's real targets."""
 
 from __future__ import annotations
 
