@@ -6,6 +6,7 @@ from __future__ import annotations
 import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
 
 # isort: split
+import functools
 import time
 
 import keras
@@ -27,6 +28,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return round(2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9, 1)
 
 
+@functools.cache  # one build per model and layer form, not one per row of the table
 def gflop(model: str, fused: bool = True) -> float:
     """One iteration of `model` at its reference batch, counted from the layers (ganlab.core.hardware)."""
     g, d = models.build(model, 100, fused=fused)
