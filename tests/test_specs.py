@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ganlab.core.config import TrainConfig, load_params
+from ganlab.core.config import ConfigError, TrainConfig, load_params
 from ganlab.training import train as T
 from ganlab.training.devices import select_device
 
@@ -77,10 +77,48 @@ def test_d_takes_its_own_learning_rate_and_a_null_one_is_the_models_reference():
     assert got == pytest.approx([5e-3, 1e-3])
 
 
+def test_a_null_ema_is_the_models_reference_and_zero_is_off():
+    def ema(**kw):
+        return T.resolved(dataclasses.replace(TINY, **kw)).ema
+
+    assert ema(model="dcgan_tuned") == 0.995 and ema(model="mlp") == ema(model="dcgan") == 0.0
+    assert ema(model="dcgan_tuned", ema=0) == 0.0 and ema(model="mlp", ema=0.9) == 0.9
+    gan = T.make_gan(T.resolved(dataclasses.replace(TINY, model="dcgan_tuned", ema=0)), select_device(TINY)[0])
+    assert gan.generator_ema is None
+    with pytest.raises(ConfigError, match="train.keep = best_ema .* set train.ema"):
+        T.resolved(dataclasses.replace(TINY, model="mlp", keep="best_ema"))
+    assert T.resolved(dataclasses.replace(TINY, model="dcgan_tuned", keep="best_ema")).keep == "best_ema"
+
+
+def test_a_decaying_rate_falls_to_zero_over_the_runs_last_fraction_and_only_then(images, tmp_path):
+    from .test_train import run
+
+    cfg = dataclasses.replace(TINY, learning_rate=1e-3, d_learning_rate=4e-4, lr_decay=0.5)  # from iteration 20
+    gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
+
+    def rates(iteration):  # D takes two optimiser steps per iteration (real, then fake)
+        gan.d_optimizer.iterations.assign(2 * iteration)
+        gan.g_optimizer.iterations.assign(iteration)
+        return [float(np.asarray(opt.learning_rate)) for opt in (gan.d_optimizer, gan.g_optimizer)]
+
+    assert rates(0) == rates(20) == pytest.approx([4e-4, 1e-3])
+    assert rates(30) == pytest.approx([2e-4, 5e-4]) and rates(40) == [0.0, 0.0]
+    # Training follows it: the same losses as constant rates up to iteration 20, others after.
+    decayed, constant = (run(dataclasses.replace(cfg, lr_decay=x), images, tmp_path, str(x)).history for x in (0.5, 0))
+    cols = ["d_loss", "g_loss"]
+    np.testing.assert_array_equal(decayed[cols][:2].to_numpy(), constant[cols][:2].to_numpy())
+    assert not np.allclose(decayed[cols][2:].to_numpy(), constant[cols][2:].to_numpy())
+
+    def fp(**kw):  # a schedule spans the run, so its length is hashed; constant rates hash as a null decay
+        return T.fingerprint(T.resolved(dataclasses.replace(TINY, **kw)), "h")
+
+    assert fp(lr_decay=0) == fp() == fp(iterations=80) != fp(lr_decay=0.5) != fp(lr_decay=0.5, iterations=80)
+
+
 @pytest.mark.parametrize("kw, pinned", [
     (dict(model="mlp"), "366826a579f59950"),
-    (dict(model="dcgan_tuned", learning_rate=2e-4), "2c1c226c42b32dbc"),
-    (dict(model="dcgan_tuned", learning_rate=2e-4, label_smoothing=0.0), "979e490a2f5f671b"),
+    (dict(model="dcgan_tuned", learning_rate=2e-4, ema=0), "2c1c226c42b32dbc"),
+    (dict(model="dcgan_tuned", learning_rate=2e-4, label_smoothing=0.0, ema=0), "979e490a2f5f671b"),
 ])
 def test_the_fingerprints_of_existing_checkpoints_stay_put(kw, pinned):
     """Checkpoints of these runs exist: a key added to TrainConfig must drop out of the hash at its

@@ -23,27 +23,33 @@ def classifier():
     return build_classifier()
 
 
-def watch(classifier, images, folder):
-    return QualityWatch(classifier, images, n=200, seed=0, folder=folder, checkpoint_interval=10)
+def watch(classifier, images, folder, by_ema=False):
+    return QualityWatch(classifier, images, n=200, seed=0, folder=folder, checkpoint_interval=10, by_ema=by_ema)
 
 
-def test_each_interval_is_scored_and_the_best_g_is_kept_and_restored(classifier, images, tmp_path):
-    w = watch(classifier, images, tmp_path / "ref" / "ckpt")
+@pytest.mark.parametrize("by_ema", [False, True])
+def test_each_interval_is_scored_and_the_best_g_is_kept_and_restored(classifier, images, tmp_path, by_ema):
+    w = watch(classifier, images, tmp_path / "ref" / "ckpt", by_ema)
     res = run(CFG, images, tmp_path, "ref", callbacks=(w,))
     hist = res.history
     for col in ("frechet_distance", "classifier_score", "modes_covered", "frechet_distance_ema"):
         assert hist[col].notna().all() and len(hist) == 4, col
-    best = hist.loc[hist["frechet_distance"].idxmin()]
+    # The best by G's distance (`train.keep: best`), or by its EMA's (`best_ema`).
+    by = "frechet_distance_ema" if by_ema else "frechet_distance"
+    best = hist.loc[hist[by].idxmin()]
     summary = w.summary(40)
-    assert summary["best_iteration"] == best["iteration"]
-    assert summary["best_frechet_distance"] == best["frechet_distance"]
+    assert summary["best_iteration"] == best["iteration"] and summary["best_by_ema"] == by_ema
+    assert summary["best_frechet_distance"] == best[by]
     assert summary["best_is_last"] == (best["iteration"] == 40) and summary["quality_seconds"] > 0
     # The best's weights, and at most the best as of the checkpoint before (a resume from it needs it).
     kept = {p.name for p in (tmp_path / "ref" / "ckpt").glob("best-*.npz")}
     assert f"best-{int(best['iteration']):06d}.npz" in kept and len(kept) <= 2
-    # The G put back scores as it did at its interval (the same z, the same classifier).
+    # The G (and EMA) put back score as they did at their interval (the same z, the same classifier).
     assert w.restore_best() == best["iteration"]
     assert w.score(res.gan.generate)["frechet_distance"] == pytest.approx(best["frechet_distance"], rel=1e-4)
+    if by_ema:
+        got = w.score(lambda z: res.gan.generate(z, generator=res.gan.generator_ema))["frechet_distance"]
+        assert got == pytest.approx(best["frechet_distance_ema"], rel=1e-4)
 
 
 def test_a_resumed_run_scores_as_an_unbroken_one_and_keeps_the_same_best(classifier, images, tmp_path):

@@ -51,6 +51,9 @@ class TrainConfig:
     # for both; else the model's reference (ganlab.nets.specs.resolve).
     d_learning_rate: float | None = None
     beta_1: float | None = None
+    # The last fraction of the run over which both Adam rates fall linearly to zero (0: constant rates),
+    # as CycleGAN decays its rate over its second half. null = the model's reference (ganlab.nets.specs).
+    lr_decay: float | None = None
     z_dim: int = 100
     # Multiplies every hidden layer's size; 1.0 is the reference architecture.
     width: float = 1.0
@@ -72,7 +75,8 @@ class TrainConfig:
     steps_per_execution: int | None = None
     experiment: str = "ganlab"
     log_models: bool = True
-    # Decay of an exponential moving average of G's weights, kept beside G (null = off).
+    # Decay of an exponential moving average of G's weights, kept beside G. null = the model's reference
+    # (ganlab.nets.specs: dcgan_tuned 0.995, the others off); 0 = off.
     ema: float | None = None
     # D's real targets are 1 - label_smoothing (one-sided; G's stay 1). null = the model's reference
     # (ganlab.nets.specs: dcgan_tuned 0.1, the others 0).
@@ -88,8 +92,9 @@ class TrainConfig:
     # G (and its EMA) scored by the classifier at every sample interval on this many samples (0 = off):
     # FD, classifier score and modes over training (ganlab.training.watch).
     quality_samples: int = 2000
-    # The G the stage outputs: the last one, or the interval's with the lowest quality FD (D stays the last).
-    keep: Literal["last", "best"] = "last"
+    # The G the stage outputs: the last one, or the interval's with the lowest quality FD: G's (best) or
+    # its EMA's (best_ema). G and its EMA come from the same interval; D stays the last.
+    keep: Literal["last", "best", "best_ema"] = "last"
 
     def validate(self) -> None:
         for key in ("iterations", "sample_interval", "checkpoint_interval"):
@@ -109,6 +114,9 @@ class TrainConfig:
             _check(0 < self.d_learning_rate < 1, "train.d_learning_rate", self.d_learning_rate, "null or in (0, 1)")
         if self.beta_1 is not None:
             _check(0 <= self.beta_1 < 1, "train.beta_1", self.beta_1, "null or in [0, 1)")
+        if self.lr_decay is not None:
+            _check(0 <= self.lr_decay <= 1, "train.lr_decay", self.lr_decay,
+                   "null (the model's reference), 0 (constant rates) or a fraction in (0, 1], e.g. 0.5")
         _check(0 < self.width <= 16, "train.width", self.width, "a number in (0, 16]")
         _check(1 <= self.z_dim <= 4096, "train.z_dim", self.z_dim, "an integer in [1, 4096]")
         _check(1 <= self.grid_size <= 16, "train.grid_size", self.grid_size, "an integer in [1, 16]")
@@ -130,7 +138,10 @@ class TrainConfig:
             _check(0 <= self.label_smoothing < 0.5, "train.label_smoothing", self.label_smoothing,
                    "null (the model's reference) or a number in [0, 0.5), e.g. 0.1 (real targets 0.9)")
         if self.ema is not None:
-            _check(0 < self.ema < 1, "train.ema", self.ema, "null (off) or a decay in (0, 1), e.g. 0.999")
+            _check(0 <= self.ema < 1, "train.ema", self.ema,
+                   "null (the model's reference), 0 (off) or a decay in (0, 1), e.g. 0.999")
+        _check(self.keep != "best_ema" or self.ema != 0, "train.keep", self.keep,
+               "last or best with train.ema: 0 (best_ema chooses by the EMA's scores), or set train.ema")
         if self.backend == "jax":
             # The JAX step does no loss scaling.
             _check(self.mixed_precision != "float16", "train.mixed_precision", self.mixed_precision,

@@ -231,10 +231,11 @@ def quality_section(m_train: dict, train_dir: Path) -> Section:
     """G's Fréchet distance at every sample interval (`ganlab.training.watch`), its best interval, and
     which G was kept."""
     best, kept, last = m_train["best_iteration"], m_train.get("kept_iteration"), m_train["iterations"]
-    words = (f"The lowest Fréchet distance while training was {m_train['best_frechet_distance']:.2f}, at iteration "
-             f"{best:,}" + (", the last." if best == last else f", not the last ({last:,}): "
-                            + ("the output G is that iteration's (`train.keep: best`)." if kept == best else
-                               "the output G is the last (`train.keep: last`); `train.keep: best` keeps the best."))
+    whose, keep = ("G's EMA", "best_ema") if m_train.get("best_by_ema") else ("G", "best")
+    words = (f"The lowest Fréchet distance of {whose} while training was {m_train['best_frechet_distance']:.2f}, "
+             f"at iteration {best:,}" + (", the last." if best == last else f", not the last ({last:,}): "
+                            + (f"the output G is that iteration's (`train.keep: {keep}`)." if kept == best else
+                               f"the output G is the last (`train.keep: last`); `train.keep: {keep}` keeps the best."))
              + f" Scoring took {m_train.get('quality_seconds', 0):.1f} s of the run's "
                f"{m_train.get('train_seconds', 0):.0f} s. These figures use fewer samples than the table below "
                "(the Fréchet distance reads higher with fewer): they compare iterations of this run.")

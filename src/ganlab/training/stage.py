@@ -60,7 +60,7 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
     last = result.metrics["iterations"]
     if watch:
         result.metrics.update(watch[0].summary(last))
-        result.metrics["kept_iteration"] = watch[0].restore_best() if cfg.keep == "best" else last
+        result.metrics["kept_iteration"] = watch[0].restore_best() if cfg.keep != "last" else last
     # G as stock Keras layers (the same weights and outputs): the saved file loads without ganlab.
     gens = {"generator": result.gan.generator, "generator_ema": result.gan.generator_ema}
     nets = {name: portable(cfg.model, g, cfg.z_dim, cfg.width) for name, g in gens.items() if g is not None}
@@ -86,7 +86,8 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
     # The outputs now hold the finished run. A checkpoint left behind would make the next re-run
     # (after a code change, say) "resume" at the last iteration and train nothing.
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
-    best = (f", best FD {metrics['best_frechet_distance']:.2f} at iteration {metrics['best_iteration']} "
+    best = (f", best FD{' (EMA)' if metrics.get('best_by_ema') else ''} {metrics['best_frechet_distance']:.2f} "
+            f"at iteration {metrics['best_iteration']} "
             f"(kept: {metrics['kept_iteration']})" if "best_iteration" in metrics else "")
     return (f"train: {metrics['iterations']} iterations, {metrics['iterations_per_s']} it/s{best}, "
             f"MLflow run {run_id}, weights digest {digest}")

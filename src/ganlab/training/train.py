@@ -58,7 +58,12 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     keep = dataclasses.asdict(cfg)
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
-        keep.pop(key)
+        if key != "iterations" or not cfg.lr_decay:  # a decaying rate's schedule spans the run's length
+            keep.pop(key)
+    if not keep["ema"]:  # off hashes as the null that meant off before models had an EMA of their own
+        keep["ema"] = None
+    if not keep["lr_decay"]:  # constant rates hash as before the setting existed: their checkpoints resume
+        keep.pop("lr_decay")
     if not keep["label_smoothing"]:  # only a set smoothing is hashed: unsmoothed checkpoints match either way
         keep.pop("label_smoothing")
     if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
@@ -71,6 +76,25 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
 def weights_digest(gan: GAN) -> str:
     """A short hash of every weight, to check that workers and replicas hold the same model."""
     return models.weights_digest(gan.generator, gan.discriminator)
+
+
+@keras.saving.register_keras_serializable("ganlab")
+class LinearTail(keras.optimizers.schedules.LearningRateSchedule):
+    """`rate` until the last `fraction` of `iterations`, then linearly down to zero at the run's end;
+    keyed by the optimiser's own step count, which a checkpoint restores, over its steps per iteration."""
+
+    def __init__(self, rate: float, iterations: int, fraction: float, steps_per_iteration: int = 1):
+        self.rate, self.iterations, self.fraction = rate, iterations, fraction
+        self.steps_per_iteration = steps_per_iteration
+
+    def __call__(self, step):
+        iteration = keras.ops.cast(step, "float32") / self.steps_per_iteration
+        left = (self.iterations - iteration) / (self.iterations * self.fraction)
+        return self.rate * keras.ops.clip(left, 0.0, 1.0)
+
+    def get_config(self) -> dict:
+        return {"rate": self.rate, "iterations": self.iterations, "fraction": self.fraction,
+                "steps_per_iteration": self.steps_per_iteration}
 
 
 def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
@@ -92,13 +116,15 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
                        conditional=spec.conditional, fakes_training=spec.fakes_training,
                        label_smoothing=cfg.label_smoothing,
                        **({} if on_tf else {"replicas": strategy}))
-        if cfg.ema is not None:
+        if cfg.ema:
             if on_tf and strategy.num_replicas_in_sync > 1:
-                raise StageError("train.ema runs on one device on TensorFlow; set train.ema: null, "
+                raise StageError("train.ema runs on one device on TensorFlow; set train.ema: 0, "
                                  "train.strategy: one_device, or train.backend: jax (EMA on every device)")
             gan.track_ema(cfg.ema)
 
-        def adam(learning_rate):
+        def adam(learning_rate, steps_per_iteration):
+            if cfg.lr_decay:
+                learning_rate = LinearTail(learning_rate, cfg.iterations, cfg.lr_decay, steps_per_iteration)
             opt = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1)
             # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range.
             if keras.mixed_precision.global_policy().name == "mixed_float16":  # TensorFlow only
@@ -108,7 +134,9 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         # Keras' multi-step loop fails to trace the replica id under MirroredStrategy: one step per call there.
         spe = (1 if on_tf and strategy.num_replicas_in_sync > 1
                else math.gcd(cfg.steps_per_execution, cfg.sample_interval))
-        gan.compile(d_optimizer=adam(cfg.d_learning_rate), g_optimizer=adam(cfg.learning_rate),
+        # D takes an optimiser step on real, then on fake, in each iteration of the book's schedule.
+        d_steps = 2 if cfg.d_schedule == "two_step" else 1
+        gan.compile(d_optimizer=adam(cfg.d_learning_rate, d_steps), g_optimizer=adam(cfg.learning_rate, 1),
                     batch_size=cfg.batch_size, jit_compile=cfg.jit_compile, steps_per_execution=spe)
         # Build optimizer slots now so a checkpoint can restore into them.
         gan.d_optimizer.build(d.trainable_variables)

@@ -6,7 +6,8 @@ covered, on `train.quality_samples` samples against the test set. With fewer sam
 10,000 the Fréchet distance reads higher (its bias falls as 1/n): these figures compare iterations of
 one run, and evaluate's figures compare runs.
 
-The best interval's G is kept beside the checkpoints, so `train.keep: best` can make it the output.
+The best interval's G (and EMA) is kept beside the checkpoints, so `train.keep: best` can make it the
+output; `best_ema` chooses the interval by the EMA's Fréchet distance, the generator the docs advise.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ class QualityWatch(RunCallback):
     them), and keeps the weights of the best-scoring G in `folder`."""
 
     def __init__(self, classifier: keras.Model | Path, test_images: np.ndarray | Path, n: int, seed: int,
-                 folder: Path, checkpoint_interval: int):
+                 folder: Path, checkpoint_interval: int, by_ema: bool = False):
         """`classifier` as a model or its `.keras` file, `test_images` as an array or the prepared data's
         folder; files are read at the run's start, once the device is chosen (multi-worker TensorFlow
-        must start its runtime before anything runs a model)."""
+        must start its runtime before anything runs a model). `by_ema`: the best interval is the one
+        with the lowest Fréchet distance of G's EMA, not of G."""
         super().__init__()
         self.classifier, self.test_images = classifier, test_images
         self.checkpoint_interval = checkpoint_interval
@@ -46,7 +48,8 @@ class QualityWatch(RunCallback):
         self.features: keras.Model | None = None
         self.ref: np.ndarray | None = None
         self.z: np.ndarray | None = None  # drawn at the run's start, when z's width is known
-        self.best: dict | None = None  # {"iteration", "frechet_distance"}
+        self.by = f"{BEST}_ema" if by_ema else BEST  # the history column the best is chosen by
+        self.best: dict | None = None  # {"iteration", "value"}
         # The best as of the last checkpoint: its file stays until a later checkpoint names another, so
         # a run resumed from that checkpoint finds it.
         self.checkpointed_best: int | None = None
@@ -70,12 +73,12 @@ class QualityWatch(RunCallback):
             self._load()
         self.z = np.random.default_rng(self.seed).standard_normal((self.n, gan.z_dim)).astype(np.float32)
         start = int(gan.iteration.numpy())
-        rows = sorted((r for r in state.get("history", []) if BEST in r and r["iteration"] <= start),
-                      key=lambda r: r[BEST])
+        rows = sorted((r for r in state.get("history", []) if self.by in r and r["iteration"] <= start),
+                      key=lambda r: r[self.by])
         # The best scored interval whose weights are on disk: a run stopped while it scored an interval
         # may have checkpointed that interval's score without its file.
         row = next((r for r in rows if self._path(r["iteration"]).exists()), None)
-        self.best = row and {"iteration": row["iteration"], BEST: row[BEST]}
+        self.best = row and {"iteration": row["iteration"], "value": row[self.by]}
         self.checkpointed_best = self.best and self.best["iteration"]
         for path in self.folder.glob("best-*.npz"):  # a later best, from the part of the run lost
             if not self.best or path != self._path(self.best["iteration"]):
@@ -100,8 +103,8 @@ class QualityWatch(RunCallback):
         if gan.generator_ema is not None:
             ema = self.score(lambda z: gan.generate(z, generator=gan.generator_ema))
             row.update({f"{k}_ema": v for k, v in ema.items()})
-        if self.best is None or row[BEST] < self.best[BEST]:
-            self._keep(row["iteration"], row[BEST])
+        if self.best is None or row[self.by] < self.best["value"]:
+            self._keep(row["iteration"], row[self.by])
         if row["iteration"] % self.checkpoint_interval == 0:  # the checkpoint is saved right after this
             self.checkpointed_best = self.best["iteration"]
         self.seconds += time.perf_counter() - t0
@@ -109,7 +112,7 @@ class QualityWatch(RunCallback):
     def _keep(self, iteration: int, value: float) -> None:
         path = self._path(iteration)
         save_variables(path, self._parts())
-        self.best = {"iteration": iteration, BEST: value}
+        self.best = {"iteration": iteration, "value": value}
         for old in self.folder.glob("best-*.npz"):
             if old not in (path, self.checkpointed_best and self._path(self.checkpointed_best)):
                 old.unlink()
@@ -132,10 +135,12 @@ class QualityWatch(RunCallback):
         return parts
 
     def summary(self, last_iteration: int) -> dict:
-        """The metrics train.json gets: best interval, its FD, and the time scoring took."""
+        """The metrics train.json gets: best interval, its FD (the EMA's when `best_by_ema`), and the
+        time scoring took."""
         if self.best is None:
             return {}
-        return {"best_iteration": self.best["iteration"], "best_frechet_distance": self.best[BEST],
+        return {"best_iteration": self.best["iteration"], "best_frechet_distance": self.best["value"],
+                "best_by_ema": self.by != BEST,
                 "best_is_last": self.best["iteration"] == last_iteration,
                 "quality_seconds": round(self.seconds, 2)}
 
@@ -143,7 +148,9 @@ class QualityWatch(RunCallback):
 
 def quality_watch(classifier: Path | None, data: Path, cfg: TrainConfig, folder: Path) -> tuple[QualityWatch, ...]:
     """The train stage's watch for the resolved `cfg`: the classifier stage's model against the test
-    images in `data`, the best G kept in `folder`; none without a classifier or with quality_samples 0."""
+    images in `data`, the best G (by its EMA's scores with `keep: best_ema`) kept in `folder`; none
+    without a classifier or with quality_samples 0."""
     if classifier is None or not cfg.quality_samples:
         return ()
-    return (QualityWatch(classifier, data, cfg.quality_samples, cfg.seed, folder, cfg.checkpoint_interval),)
+    return (QualityWatch(classifier, data, cfg.quality_samples, cfg.seed, folder, cfg.checkpoint_interval,
+                         by_ema=cfg.keep == "best_ema"),)
