@@ -24,7 +24,7 @@ class ModelSpec:
     iterations: int
     sample_interval: int
     checkpoint_interval: int
-    # Whether `mixed_precision: auto` picks bfloat16 on a CPU with native bf16 (docs/design.md, precision).
+    # Whether `mixed_precision: auto` picks bfloat16 on a CPU with native bf16 (docs/compute.md, precision).
     cpu_bf16: bool = False
     # Steps per compiled call: 20 cuts the MLPs' Python overhead (1.2x); a DCGAN step takes seconds
     # on a CPU, and a signal is handled between calls, so one step per call keeps Ctrl-C prompt.

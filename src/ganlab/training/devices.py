@@ -181,7 +181,7 @@ def tensorflow_determinism() -> bool:
     """Same seed, same weights on TensorFlow: its deterministic kernels, and one op at a time. Ops that
     run side by side (inter-op parallelism) finish in an order that varies, and two processes training
     the blog's DCGAN from the same weights parted within a few steps; one op at a time made them repeat
-    (docs/design.md, Determinism, with what it costs). The thread count can only be set before
+    (docs/compute.md, Determinism, with what it costs). The thread count can only be set before
     TensorFlow's runtime starts: False when it had already started with ops side by side."""
     import tensorflow as tf
 
