@@ -34,6 +34,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Every compilation kept, as the train stage keeps them, also those before a test's device choice.
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+# One DVC cache for every scratch project of a pytest run, as a team shares one (set by a global config
+# that only the scratch projects' `dvc` reads): a stage that another project already ran with the same
+# command, deps and params is restored from DVC's run-cache, so `classifier` trains about once per pytest
+# run instead of once per project and per queued experiment (`prepare` re-runs: its raw cache persists).
+if "GANLAB_TESTS_DVC_CONFIG" not in os.environ:
+    _dvc_config = tempfile.mkdtemp(prefix="dvc-global-")
+    atexit.register(shutil.rmtree, _dvc_config, ignore_errors=True)
+    Path(_dvc_config, "config").write_text(f"[cache]\n    dir = {Path(_dvc_config, 'cache')}\n")
+    os.environ["GANLAB_TESTS_DVC_CONFIG"] = _dvc_config
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # tests/on_jax needs a process on the JAX backend: tests/test_backend.py starts one for it.
 collect_ignore = [] if os.environ["KERAS_BACKEND"] == "jax" else ["on_jax"]
@@ -181,11 +190,14 @@ def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) 
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for section, values in SMALL.items():
         params[section].update(values)
+    # An MLflow experiment of its own, which is one of train's params: the DVC cache the scratch projects
+    # share (above) then never restores one project's train stage, whose MLflow run is elsewhere, into another.
+    params["train"]["experiment"] = f"ganlab-{hashlib.md5(str(dest).encode()).hexdigest()[:6]}"
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": tracking_uri or "", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", **env_extra}
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_GLOBAL_CONFIG_DIR": os.environ["GANLAB_TESTS_DVC_CONFIG"], **env_extra}
     env.pop("KERAS_BACKEND", None)  # as on a user's machine: params.yaml's train.backend decides
     if not tracking_uri:
         env.pop("MLFLOW_TRACKING_URI")
