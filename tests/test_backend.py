@@ -16,7 +16,7 @@ from ganlab.core.config import ConfigError, TrainConfig
 from ganlab.core.files import StageError
 from ganlab.training import backend
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 
 def jax_env() -> dict:

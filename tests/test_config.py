@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ganlab.core.config import ConfigError, Params, TrainConfig, flatten, load_params, parse_params
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 
 def test_repo_params_load():

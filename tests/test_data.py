@@ -13,7 +13,7 @@ from ganlab.core.config import PrepareConfig
 from ganlab.core.files import StageError
 from ganlab.data import arrays, sources
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 NO_NET = PrepareConfig(mirrors=(), npz_urls=(), timeout_s=2, retries=1)
 

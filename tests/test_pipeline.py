@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from .conftest import ROOT, sh, start_train, wait_for
+from .scratch import ROOT, sh, start_train, wait_for
 
 # `make test` runs on parallel workers: one worker runs these and test_serving.py, which share the
 # test run's `project` and `repro`, so those are built once.

@@ -8,7 +8,7 @@ import pytest
 
 from ganlab.core import quiet
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 
 def test_known_noise_is_dropped_and_everything_else_kept(capfd):

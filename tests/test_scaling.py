@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(backend,
 
     from ganlab.data.arrays import save_scaled
 
-    from .conftest import free_port
+    from .scratch import free_port
 
     data = tmp_path / "data"
     data.mkdir()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import answers, free_port, make_in, make_project, sh, start_train, wait_for
+from .scratch import answers, free_port, make_in, make_project, sh, start_train, wait_for
 
 # `make test` runs on parallel workers: one worker runs all of these, so this module's server and
 # repro are built once.

@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from .conftest import answers, free_port, make_in, sh
+from .scratch import answers, free_port, make_in, sh
 
 # `make test` runs on parallel workers: one worker runs these and test_pipeline.py, which share the
 # test run's `project` and `repro`, so those are built once.

@@ -13,7 +13,7 @@ import pytest
 from ganlab.core.files import StageError
 from ganlab.tools import share
 
-from .conftest import answers, free_port, make_in, make_project, sh
+from .scratch import answers, free_port, make_in, make_project, sh
 
 pytestmark = pytest.mark.xdist_group("share")
 

@@ -11,7 +11,8 @@ from ganlab.core.config import ConfigError, TrainConfig, load_params
 from ganlab.training import train as T
 from ganlab.training.devices import select_device
 
-from .conftest import ROOT, TINY
+from .conftest import TINY
+from .scratch import ROOT
 
 
 @pytest.mark.parametrize("model, want", [("mlp", (20_000, 1_000, 1_000, 128)), ("mlp_bn", (30_000, 1_000, 1_000, 128)),

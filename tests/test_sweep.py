@@ -8,7 +8,7 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from .conftest import make_project, sh
+from .scratch import make_project, sh
 
 # A project of its own, so that this long test runs on another worker than test_pipeline.py's; the
 # queued experiments run the whole pipeline themselves.

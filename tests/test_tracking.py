@@ -150,7 +150,7 @@ def test_advice_points_at_the_tracking_server_when_there_is_one(monkeypatch):
 def test_make_ui_with_a_server_uri_names_the_server_and_starts_nothing(monkeypatch):
     import subprocess
 
-    from .conftest import ROOT, make_in
+    from .scratch import ROOT, make_in
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999"}
     out = subprocess.run(make_in("ui"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -17,7 +17,8 @@ from ganlab.training import train as T
 from ganlab.training.callbacks import Diverged, RunCallback
 from ganlab.training.devices import select_device
 
-from .conftest import ROOT, TINY, changed, stop_at, weights
+from .conftest import TINY, changed, stop_at, weights
+from .scratch import ROOT
 
 
 def test_deterministic_off_is_recorded(images, tmp_path):

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from .conftest import ROOT
+from .scratch import ROOT
 
 
 def _project_imports(path, seen: set) -> set:
