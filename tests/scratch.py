@@ -93,6 +93,12 @@ def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) 
     return env
 
 
+def own_cache(env: dict, folder: Path) -> dict:
+    """`env` for a clone that stands for another machine: DVC's own cache in the clone, not the one the
+    scratch projects share, so that what it has came from the remote."""
+    return {**env, "DVC_GLOBAL_CONFIG_DIR": str(folder)}  # an empty folder: DVC's defaults
+
+
 def start_train(dest: Path, env: dict, name: str, **train) -> tuple[subprocess.Popen, list[str]]:
     """Start the train stage in the background on params.yaml with `train` overrides, all under `name/`.
 

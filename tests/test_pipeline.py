@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from .scratch import ROOT, sh, start_train, wait_for
+from .scratch import ROOT, own_cache, sh, start_train, wait_for
 
 # `make test` runs on parallel workers: one worker runs these and test_serving.py, which share the
 # test run's `project` and `repro`, so those are built once.
@@ -174,6 +174,7 @@ def test_push_then_pull_gives_a_second_clone_the_results_without_training(projec
     sh(["dvc", "push"], dest, env)
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
+    env = own_cache(env, tmp_path / "dvc-global")
     sh(["dvc", "pull"], clone, env)
     for rel in ("data/prepared/train_x.npy", "outputs/train/generator.keras", "outputs/evaluate/grid_10x10.png",
                 "reports/report.html"):

@@ -41,7 +41,7 @@ def test_two_workers_on_loopback_stay_in_sync_and_only_the_chief_writes(backend,
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     if backend == "tensorflow":  # TensorFlow keeps G's EMA on one device only
         params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-        params["train"]["ema"] = None
+        params["train"]["ema"] = 0  # off
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     store = f"sqlite:///{tmp_path}/mlflow.db"
     procs = []

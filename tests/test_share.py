@@ -13,7 +13,7 @@ import pytest
 from ganlab.core.files import StageError
 from ganlab.tools import share
 
-from .scratch import answers, free_port, make_in, make_project, sh
+from .scratch import answers, free_port, make_in, make_project, own_cache, sh
 
 pytestmark = pytest.mark.xdist_group("share")
 
@@ -88,6 +88,7 @@ def test_a_sweep_split_over_two_clones_lands_in_one_server_and_one_git_remote(tm
 
         third = tmp_path / "m3"
         sh(["git", "clone", "-q", str(remote), str(third)], tmp_path, env)
+        env = own_cache(env, tmp_path / "dvc-global")  # what m3 has, it pulled
         sh(["dvc", "exp", "pull", "origin", *(name for name, _ in names)], third, env)
         table = sh(["dvc", "exp", "show", "--csv"], third, env).stdout
         rows = {line.split(",")[0]: line for line in table.splitlines()}

@@ -43,7 +43,7 @@ def test_each_interval_is_scored_and_the_best_g_is_kept_and_restored(classifier,
     assert summary["best_is_last"] == (best["iteration"] == 40) and summary["quality_seconds"] > 0
     # The best's weights, and at most the best as of the checkpoint before (a resume from it needs it).
     kept = {p.name for p in (tmp_path / "ref" / "ckpt").glob("best-*.npz")}
-    assert f"best-{int(best['iteration']):06d}.npz" in kept and len(kept) <= 2
+    assert f"best-{by}-{int(best['iteration']):06d}.npz" in kept and len(kept) <= 2
     # The G (and EMA) put back score as they did at their interval (the same z, the same classifier).
     assert w.restore_best() == best["iteration"]
     assert w.score(res.gan.generate)["frechet_distance"] == pytest.approx(best["frechet_distance"], rel=1e-4)
@@ -63,7 +63,18 @@ def test_a_resumed_run_scores_as_an_unbroken_one_and_keeps_the_same_best(classif
     np.testing.assert_allclose(resumed.history[cols].to_numpy(), ref.history[cols].to_numpy(), rtol=1e-6)
     best = ref.history.loc[ref.history["frechet_distance"].idxmin(), "iteration"]
     assert w.summary(40)["best_iteration"] == best
-    assert (tmp_path / "cut" / "ckpt" / f"best-{int(best):06d}.npz").exists()
+    assert (tmp_path / "cut" / "ckpt" / f"best-frechet_distance-{int(best):06d}.npz").exists()
+
+
+def test_a_run_resumed_with_the_other_keep_chooses_among_the_intervals_it_scores(classifier, images, tmp_path,
+                                                                                 caplog):
+    with pytest.raises(KeyboardInterrupt):  # G's best kept up to 25 (`train.keep: best`) ...
+        run(CFG, images, tmp_path, "cut", callbacks=(watch(classifier, images, tmp_path / "cut" / "ckpt"), stop_at(25)))
+    w = watch(classifier, images, tmp_path / "cut" / "ckpt", by_ema=True)  # ... resumed as best_ema
+    res = run(CFG, images, tmp_path, "cut", callbacks=(w,))
+    assert "no best-interval file for frechet_distance_ema" in caplog.text
+    later = res.history[res.history.iteration > 25]
+    assert w.summary(40)["best_iteration"] == later.loc[later["frechet_distance_ema"].idxmin(), "iteration"]
 
 
 def test_training_without_a_watch_writes_losses_only(images, tmp_path):

@@ -182,3 +182,17 @@ def test_one_step_a_call_compiles_without_a_loop(images):
     # Random bits bring loops of their own: the step loop is the one more that two steps compile to.
     loops = {steps: gan._compiled(steps).lower(*args).as_text().count("stablehlo.while") for steps in (1, 2)}
     assert loops[2] == loops[1] + 1, loops
+
+
+def test_a_decaying_rate_holds_then_falls_and_a_resumed_run_keeps_its_schedule(images, tmp_path):
+    cfg = dataclasses.replace(TINY, learning_rate=1e-3, lr_decay=0.5)  # both rates held to iteration 20
+    decayed = run(cfg, images, tmp_path, "decayed")
+    constant = run(dataclasses.replace(cfg, lr_decay=0), images, tmp_path, "constant")
+    cols = ["d_loss", "g_loss"]
+    np.testing.assert_array_equal(decayed.history[cols][:2].to_numpy(), constant.history[cols][:2].to_numpy())
+    assert not np.allclose(decayed.history[cols][2:].to_numpy(), constant.history[cols][2:].to_numpy())
+    assert [float(np.asarray(o.learning_rate)) for o in (decayed.gan.d_optimizer, decayed.gan.g_optimizer)] == [0, 0]
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, images, tmp_path, "cut", callbacks=(stop_at(30),))
+    resumed = run(cfg, images, tmp_path, "cut")
+    assert resumed.resumed_from == 30 and T.weights_digest(resumed.gan) == T.weights_digest(decayed.gan)

@@ -54,15 +54,16 @@ def resolved(cfg: TrainConfig) -> TrainConfig:
 
 def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     """What makes a checkpoint reusable: everything in the resolved `cfg` that changes the weights, but the
-    run length. (The precision and device that `auto` resolved to are checked against the checkpoint's.)"""
+    run length unless the rates decay over it. (The precision and device that `auto` resolved to are
+    checked against the checkpoint's.)"""
     keep = dataclasses.asdict(cfg)
     for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
                 "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
         if key != "iterations" or not cfg.lr_decay:  # a decaying rate's schedule spans the run's length
             keep.pop(key)
-    if not keep["ema"]:  # off hashes as the null that meant off before models had an EMA of their own
+    if not keep["ema"]:  # 0 hashes as null, so checkpoints without an EMA keep their fingerprint
         keep["ema"] = None
-    if not keep["lr_decay"]:  # constant rates hash as before the setting existed: their checkpoints resume
+    if not keep["lr_decay"]:  # constant rates are not hashed, so their checkpoints keep their fingerprint
         keep.pop("lr_decay")
     if not keep["label_smoothing"]:  # only a set smoothing is hashed: unsmoothed checkpoints match either way
         keep.pop("label_smoothing")

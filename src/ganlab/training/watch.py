@@ -12,6 +12,7 @@ output; `best_ema` chooses the interval by the EMA's Fréchet distance, the gene
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from ganlab.evaluation.metrics import classifier_score, frechet_distance, modes_
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
 from ganlab.training.checkpoints import save_variables
+
+log = logging.getLogger(__name__)
 
 # History columns, for G and (with `_ema`) its moving average; the best interval is the lowest FD.
 SCORES = ("frechet_distance", "classifier_score", "modes_covered")
@@ -78,15 +81,19 @@ class QualityWatch(RunCallback):
         # The best scored interval whose weights are on disk: a run stopped while it scored an interval
         # may have checkpointed that interval's score without its file.
         row = next((r for r in rows if self._path(r["iteration"]).exists()), None)
+        if rows and row is None:  # kept by the other column: `train.keep` changed between best and best_ema
+            log.warning("no best-interval file for %s in %s: the best is chosen among the intervals from %d on",
+                        self.by, self.folder, start)
         self.best = row and {"iteration": row["iteration"], "value": row[self.by]}
         self.checkpointed_best = self.best and self.best["iteration"]
-        for path in self.folder.glob("best-*.npz"):  # a later best, from the part of the run lost
+        for path in self.folder.glob(f"best-{self.by}-*.npz"):  # a later best, from the part of the run lost
             if not self.best or path != self._path(self.best["iteration"]):
                 path.unlink()
         return state
 
     def _path(self, iteration: int) -> Path:
-        return self.folder / f"best-{iteration:06d}.npz"
+        # Named by the column that chose it: a run resumed with the other `keep` does not take it up.
+        return self.folder / f"best-{self.by}-{iteration:06d}.npz"
 
     def score(self, generator_fn) -> dict:
         images = np.concatenate([keras.ops.convert_to_numpy(generator_fn(self.z[s : s + 1000]))
@@ -113,7 +120,7 @@ class QualityWatch(RunCallback):
         path = self._path(iteration)
         save_variables(path, self._parts())
         self.best = {"iteration": iteration, "value": value}
-        for old in self.folder.glob("best-*.npz"):
+        for old in self.folder.glob(f"best-{self.by}-*.npz"):
             if old not in (path, self.checkpointed_best and self._path(self.checkpointed_best)):
                 old.unlink()
 
