@@ -57,10 +57,12 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     run length unless the rates decay over it. (The precision and device that `auto` resolved to are
     checked against the checkpoint's.)"""
     keep = dataclasses.asdict(cfg)
-    for key in ("iterations", "sample_interval", "checkpoint_interval", "grid_size", "resume",
-                "experiment", "log_models", "steps_per_execution", "quality_samples", "keep"):
-        if key != "iterations" or not cfg.lr_decay:  # a decaying rate's schedule spans the run's length
-            keep.pop(key)
+    dropped = ["sample_interval", "checkpoint_interval", "grid_size", "resume", "experiment", "log_models",
+               "steps_per_execution", "quality_samples", "keep"]
+    if not cfg.lr_decay:  # a decaying rate's schedule spans the run's length: only then is the length hashed
+        dropped.append("iterations")
+    for key in dropped:
+        keep.pop(key)
     if not keep["ema"]:  # 0 hashes as null, so checkpoints without an EMA keep their fingerprint
         keep["ema"] = None
     if not keep["lr_decay"]:  # constant rates are not hashed, so their checkpoints keep their fingerprint

@@ -81,7 +81,9 @@ class QualityWatch(RunCallback):
         # The best scored interval whose weights are on disk: a run stopped while it scored an interval
         # may have checkpointed that interval's score without its file.
         row = next((r for r in rows if self._path(r["iteration"]).exists()), None)
-        if rows and row is None:  # kept by the other column: `train.keep` changed between best and best_ema
+        # Scored rows without a file: `train.keep` changed between best and best_ema (the files are named by
+        # column), or the one scored row's file was not written before the stop.
+        if rows and row is None:
             log.warning("no best-interval file for %s in %s: the best is chosen among the intervals from %d on",
                         self.by, self.folder, start)
         self.best = row and {"iteration": row["iteration"], "value": row[self.by]}
