@@ -30,8 +30,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        # One worker process, not MLflow's 4: these tests' few clients need no more, and each costs CPU to start.
         self.proc = subprocess.Popen(
-            make_in("server", PORT=str(self.port)), cwd=self.project, env=self.env,
+            make_in("server", PORT=str(self.port), WORKERS="1"), cwd=self.project, env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if not answers(f"http://127.0.0.1:{self.port}/health", self.proc, 90):
             raise AssertionError("mlflow server did not start")

@@ -66,8 +66,9 @@ def test_a_sweep_split_over_two_clones_lands_in_one_server_and_one_git_remote(tm
     sh(["dvc", "repro", "classifier"], base, env)
 
     port = free_port()
-    server = subprocess.Popen(make_in("server", PORT=str(port)), cwd=base, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One worker process, not MLflow's 4: two clients need no more, and each costs CPU to start.
+    server = subprocess.Popen(make_in("server", PORT=str(port), WORKERS="1"), cwd=base, env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert answers(f"http://127.0.0.1:{port}/health", server, 90), "mlflow server did not start"
         uri = f"http://127.0.0.1:{port}"

@@ -21,6 +21,14 @@ def sweep_project(tmp_path_factory):
     return dest, make_project(dest)
 
 
+def experiments_ended(dest, env: dict, n: int) -> bool:
+    """`n` experiments committed (refs/exps/<baseline>/<name>), or one failed (refs/exps/celery/failed)."""
+    out = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], dest, env).stdout
+    refs = [ref.split("/") for ref in out.split()]
+    done = [r for r in refs if len(r) == 5 and len(r[2]) == 2]  # the baseline's first two hex digits
+    return len(done) >= n or ["refs", "exps", "celery", "failed"] in refs
+
+
 def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(sweep_project):
     import time
 
@@ -39,11 +47,15 @@ def test_queued_grid_runs_two_at_a_time_each_with_its_own_mlflow_run(sweep_proje
     assert sh(["dvc", "queue", "status"], dest, env).stdout.count("Queued") == 2
     sh(["dvc", "queue", "start", "-j", "2"], dest, env)
     deadline = time.time() + 600
+    # Wait on Git's refs, where each experiment lands (or the failed queue): a `dvc queue status` costs
+    # about 1 s of CPU, taken from the two experiments running beside it. Then ask DVC how they ended.
+    while time.time() < deadline and not experiments_ended(dest, env, 2):
+        time.sleep(2)
     while time.time() < deadline:
         status = sh(["dvc", "queue", "status"], dest, env).stdout
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(3)
+        time.sleep(1)
     assert status.count("Success") == 2, status + sh(["dvc", "queue", "logs", "--help"], dest, env).stdout
     table = sh(["dvc", "exp", "show", "--csv"], dest, env).stdout
     assert "cdcgan" in table and "mlp_bn" in table and "quality.frechet_distance" in table
