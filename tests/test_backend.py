@@ -167,8 +167,9 @@ def test_evaluate_gives_the_same_figures_on_either_backend(tmp_path):
     want, got = dict(flat(tf_run["metrics"])), dict(flat(jax_run["metrics"]))
     assert want.keys() == got.keys()
     # The k-NN scores count samples inside balls: a feature that moves by float32's rounding across a ball's
-    # edge moves them by one count (1/200 of the samples; 1/600 of density's k x 200).
-    counts = ("precision", "recall", "density", "coverage")
+    # edge moves them by one count (1/200 of the samples; 1/600 of density's k x 200). `unsure_share`
+    # counts samples under a probability threshold, the same way.
+    counts = ("precision", "recall", "density", "coverage", "unsure_share")
     for key in want:
         tol = 2.5 / 200 if key.rsplit(".", 1)[-1] in counts else 1e-4
         assert got[key] == pytest.approx(want[key], rel=1e-3, abs=tol), key

@@ -40,6 +40,13 @@ def test_modes_and_kl_on_collapsed_and_uniform_sets():
     assert metrics.classifier_score(uniform) > 9 > 1.2 > metrics.classifier_score(collapsed)
 
 
+def test_unsure_share_counts_the_images_no_digit_is_given_090_to():
+    sure = onehot(np.arange(10) % 10)
+    blends = (onehot(np.arange(10) % 10) + onehot((np.arange(10) + 1) % 10)) / 2  # half one digit, half another
+    assert metrics.unsure_share(sure) == 0 and metrics.unsure_share(blends) == 1
+    assert metrics.unsure_share(np.concatenate([sure, sure, sure, blends])) == pytest.approx(0.25)
+
+
 def test_manifold_scores_on_known_sets():
     rng = np.random.default_rng(0)
     real = rng.standard_normal((1000, 4))
