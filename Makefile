@@ -79,8 +79,9 @@ serve: $(STAMP) ## Serve the champion generator: POST z to http://127.0.0.1:5001
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
 	  $(PY) -m ganlab.tools.serve --model '$(MODEL)' --host $(HOST) --port $(SERVE_PORT)
 
-# MLflow's default of 4 worker processes; each starts by importing MLflow's server (about 3 s of CPU).
-WORKERS ?= 4
+# MLflow's default of 4 worker processes (or MLFLOW_WORKERS); each starts by importing MLflow's server
+# (about 4 s of CPU, docs/benchmarks.md).
+WORKERS ?= $(or $(MLFLOW_WORKERS),4)
 server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1
 	@echo "MLflow server: http://$(HOST):$(PORT)   use it with: export MLFLOW_TRACKING_URI=http://$(HOST):$(PORT)"
 	mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \

@@ -79,7 +79,7 @@ def onednn_state() -> str:
     """Whether TensorFlow runs its oneDNN kernels in this process: "on", "off", or "n/a" (not loaded)."""
     import sys
 
-    if "tensorflow" not in sys.modules:
+    if sys.modules.get("tensorflow") is None:  # not loaded, or made unimportable (a JAX train stage)
         return "n/a"
     try:
         from tensorflow.python.util import _pywrap_util_port

@@ -77,7 +77,7 @@ def kl_to_uniform(probs: np.ndarray, eps: float = 1e-12) -> float:
 
 def unsure_share(probs: np.ndarray, confident: float = 0.9) -> float:
     """The share of images the classifier names with less than `confident` probability: the blends of two
-    digits and the scrawls that pull the classifier score down (2% of the real test images)."""
+    digits and the scrawls that pull the classifier score down."""
     return float((probs.max(1) < confident).mean())
 
 

@@ -61,6 +61,6 @@ def use(backend: str) -> None:
     if backend == "jax" and "tensorflow" not in sys.modules:
         # The JAX path needs no TensorFlow (tests/on_jax trains with it unimportable, as on GPU machines that
         # carry JAX alone), but keras.utils.set_random_seed imports it wherever it can, only to seed it: about
-        # 3 s of CPU and 0.5 GB of memory of every JAX train stage (a 40-iteration `mlp` stage on 2 Zen 4
-        # cores: 15.2 -> 12.1 s of CPU, 1.52 -> 1.05 GB peak). Make it unimportable here.
+        # 3 s of CPU and 0.5 GB of memory of every JAX train stage (docs/compute.md). Make it unimportable here.
+        # Keras' preprocessing layers (Rescaling, Random*) would then fail on JAX; no net here uses one.
         sys.modules["tensorflow"] = None
