@@ -38,6 +38,12 @@ def make_in(target: str, **variables: str) -> list[str]:
     return ["make", "-o", str(venv / ".installed"), target, f"VENV={venv}", *(f"{k}={v}" for k, v in variables.items())]
 
 
+def make_server(port: int) -> list[str]:
+    """`make server` on `port` with one worker process, not MLflow's 4: the tests' few clients need no
+    more, and each worker costs CPU to start."""
+    return make_in("server", PORT=str(port), WORKERS="1")
+
+
 SMALL = {
     "prepare": {"source": "package"},
     "train": {"iterations": 40, "sample_interval": 20, "checkpoint_interval": 20, "steps_per_execution": 10,

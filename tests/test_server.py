@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .scratch import answers, free_port, make_in, make_project, sh, start_train, wait_for
+from .scratch import answers, free_port, make_project, make_server, sh, start_train, wait_for
 
 # `make test` runs on parallel workers: one worker runs all of these, so this module's server and
 # repro are built once.
@@ -30,9 +30,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        # One worker process, not MLflow's 4: these tests' few clients need no more, and each costs CPU to start.
         self.proc = subprocess.Popen(
-            make_in("server", PORT=str(self.port), WORKERS="1"), cwd=self.project, env=self.env,
+            make_server(self.port), cwd=self.project, env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if not answers(f"http://127.0.0.1:{self.port}/health", self.proc, 90):
             raise AssertionError("mlflow server did not start")

@@ -13,7 +13,7 @@ import pytest
 from ganlab.core.files import StageError
 from ganlab.tools import share
 
-from .scratch import answers, free_port, make_in, make_project, own_cache, sh
+from .scratch import answers, free_port, make_in, make_project, make_server, own_cache, sh
 
 pytestmark = pytest.mark.xdist_group("share")
 
@@ -66,9 +66,8 @@ def test_a_sweep_split_over_two_clones_lands_in_one_server_and_one_git_remote(tm
     sh(["dvc", "repro", "classifier"], base, env)
 
     port = free_port()
-    # One worker process, not MLflow's 4: two clients need no more, and each costs CPU to start.
-    server = subprocess.Popen(make_in("server", PORT=str(port), WORKERS="1"), cwd=base, env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(make_server(port), cwd=base, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert answers(f"http://127.0.0.1:{port}/health", server, 90), "mlflow server did not start"
         uri = f"http://127.0.0.1:{port}"
