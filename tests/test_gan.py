@@ -1,6 +1,7 @@
 """The GAN's step (ganlab.training.gan): each update moves only its own network, the two-step schedule
 takes two D steps per G step, G plays against the D that D's steps train, D's fakes come from G in the
-model's mode, and label smoothing touches only D's real targets."""
+model's mode, label smoothing touches only D's real targets, and `g_top_k` takes G's loss on the
+fakes D scores most real."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ganlab.training import train as T
 from ganlab.training.devices import select_device
 from ganlab.training.gan import bce
 
-from .conftest import TINY, changed, d_verdicts, only_the_real_loss_moved, weights
+from .conftest import TINY, changed, d_verdicts, g_loss_on_the_best_fakes, only_the_real_loss_moved, weights
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp_bn", "dcgan"])
@@ -104,3 +105,20 @@ def test_label_smoothing_softens_only_ds_real_targets(schedule, images):
         logs = tf.function(gan.train_step)(None)
         first.append((float(logs["d_loss_real"]), float(logs["d_loss_fake"])))
     only_the_real_loss_moved(first, g_losses, schedule)
+
+
+def test_g_top_k_takes_gs_loss_on_the_fakes_d_scores_most_real():
+    """From the same weights and z, G's step reports the loss over the share of its fakes that D scores
+    highest (1.0: all of them, the sources' loss), and a smaller share moves G differently."""
+    z = tf.random.stateless_normal((16, TINY.z_dim), seed=(1, 2))
+    moved = []
+    for share in (1.0, 0.5, 0.25):
+        gan = T.make_gan(T.resolved(dataclasses.replace(TINY, g_top_k=share)), select_device(TINY)[0])
+        want = g_loss_on_the_best_fakes(gan, z, share)
+        assert float(tf.function(gan.g_step)(z)) == pytest.approx(want, rel=1e-5), share
+        moved.append(weights(gan.generator))
+    assert changed(moved[0], moved[1]) and changed(moved[1], moved[2])
+    # Other weights, so another checkpoint fingerprint; the sources' 1.0 keeps the one it had.
+    fp = [T.fingerprint(T.resolved(dataclasses.replace(TINY, **kw)), "h") for kw in ({}, {"g_top_k": 1.0},
+                                                                                    {"g_top_k": 0.5})]
+    assert fp[0] == fp[1] != fp[2]

@@ -17,7 +17,16 @@ from ganlab.training import train as T
 from ganlab.training.callbacks import Diverged
 from ganlab.training.devices import select_device
 
-from ..conftest import TINY, changed, d_verdicts, only_the_real_loss_moved, stop_at, upconv_and_layer_pair, weights
+from ..conftest import (
+    TINY,
+    changed,
+    d_verdicts,
+    g_loss_on_the_best_fakes,
+    only_the_real_loss_moved,
+    stop_at,
+    upconv_and_layer_pair,
+    weights,
+)
 
 TINY = dataclasses.replace(TINY, backend="jax")
 
@@ -156,6 +165,15 @@ def test_label_smoothing_changes_only_the_real_loss_linearly(schedule, images):
         _, values = jax.jit(gan._iteration)(gan.state(), gan.images, gan.labels, jnp.int32(0))
         first.append((float(values["d_loss_real"]), float(values["d_loss_fake"])))
     only_the_real_loss_moved(first, g_losses, schedule)
+
+
+def test_g_top_k_takes_gs_loss_on_the_fakes_d_scores_most_real():
+    """As on TensorFlow: G's step reports the loss over the share of its fakes D scores highest."""
+    z = jax.random.normal(jax.random.key(3), (16, TINY.z_dim))
+    for share in (1.0, 0.5):
+        gan = make(dataclasses.replace(TINY, g_top_k=share))
+        want = g_loss_on_the_best_fakes(gan, z, share)
+        assert float(jax.jit(gan._g_step)(gan.state(), z)[-1]) == pytest.approx(want, rel=1e-5), share
 
 
 @pytest.mark.parametrize("size, c_in, c_out", [(7, 8, 6), (5, 3, 4), (14, 16, 8)])

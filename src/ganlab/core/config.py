@@ -81,6 +81,9 @@ class TrainConfig:
     # D's real targets are 1 - label_smoothing (one-sided; G's stay 1). null = the model's reference
     # (ganlab.nets.specs: dcgan_tuned 0.1, the others 0).
     label_smoothing: float | None = None
+    # G learns from this share of each batch's fakes, those D scores most real (top-k training, Sinha et
+    # al. 2020: the fakes D rejects most pull G between the digits); 1.0 = all of them, as the sources do.
+    g_top_k: float = 1.0
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
@@ -137,6 +140,8 @@ class TrainConfig:
         if self.label_smoothing is not None:
             _check(0 <= self.label_smoothing < 0.5, "train.label_smoothing", self.label_smoothing,
                    "null (the model's reference) or a number in [0, 0.5), e.g. 0.1 (real targets 0.9)")
+        _check(0 < self.g_top_k <= 1, "train.g_top_k", self.g_top_k,
+               "a share in (0, 1]: 1.0 (G learns from every fake) or e.g. 0.5 (from the half D scores most real)")
         if self.ema is not None:
             _check(0 <= self.ema < 1, "train.ema", self.ema,
                    "null (the model's reference), 0 (off) or a decay in (0, 1), e.g. 0.999")

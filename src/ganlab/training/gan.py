@@ -58,7 +58,7 @@ class GAN(keras.Model):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
                  d_schedule: str = "two_step", conditional: bool = False, fakes_training: bool = False,
-                 label_smoothing: float = 0.0, **kwargs):
+                 label_smoothing: float = 0.0, g_top_k: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -71,6 +71,7 @@ class GAN(keras.Model):
         # D's real targets are 1 - label_smoothing (G's target stays 1): a D that cannot grow its
         # real logits without bound leaves G a gradient (Salimans et al. 2016, one-sided).
         self.label_smoothing = label_smoothing
+        self.g_top_k = g_top_k
         self.seed = seed
         self.d_schedule = d_schedule
         self.ema = None  # set with generator_ema by `track_ema`
@@ -123,6 +124,16 @@ class GAN(keras.Model):
     def d_loss(self, labels_are_real: bool, logits):
         """D's loss on a real or a fake batch, with the real batch's labels smoothed."""
         return bce(labels_are_real, logits, self.label_smoothing if labels_are_real else 0.0)
+
+    def g_loss(self, logits):
+        """G's loss on its batch's D logits: on every fake, or, with `g_top_k` below 1, on the share that
+        D scores most real (Sinha et al. 2020, "Top-k training of GANs"). The fakes D rejects most sit
+        between the digits, and their gradient pulls G's other fakes there too. D's own step still
+        sees every fake; the share is of this replica's batch, whose size is static."""
+        if self.g_top_k >= 1:  # a Python branch: at 1 the graph, and so the weights, are the sources'
+            return bce(True, logits)
+        logits = ops.reshape(ops.cast(logits, "float32"), (-1,))
+        return bce(True, ops.top_k(logits, max(1, round(self.g_top_k * logits.shape[0])))[0])
 
     def d_inputs(self, images, digits):
         return d_input(images, digits if self.conditional else None)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ganlab.training import gan
 from ganlab.training.devices import Replicas
-from ganlab.training.gan import HISTORY_METRICS, bce
+from ganlab.training.gan import HISTORY_METRICS
 
 
 class GAN(gan.GAN):
@@ -108,7 +108,7 @@ class GAN(gan.GAN):
             fake, g_nt = g.stateless_call(g_tr, g_nt, self.g_inputs(z, digits), training=True)
             fake = self.d_inputs(fake.astype(jnp.float32), digits)
             logits, d_nt = d.stateless_call(s["d_tr"], d_nt, fake, training=True)
-            return bce(True, logits), (g_nt, d_nt)
+            return self.g_loss(logits), (g_nt, d_nt)
 
         (g_loss, (g_nt, d_nt)), grads = jax.value_and_grad(loss, has_aux=True)(s["g_tr"], s["g_nt"], s["d_nt"])
         g_tr, g_opt = self.g_optimizer.stateless_apply(s["g_opt"], grads, s["g_tr"])

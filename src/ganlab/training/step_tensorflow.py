@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from ganlab.training import gan
-from ganlab.training.gan import HISTORY_METRICS, bce
+from ganlab.training.gan import HISTORY_METRICS
 
 
 class GAN(gan.GAN):
@@ -104,7 +104,7 @@ class GAN(gan.GAN):
         with tf.GradientTape() as tape:
             fake = self.generate(z, digits, training=True)
             logits = self.discriminator(self.d_inputs(fake, digits), training=True)
-            g_loss = bce(True, logits)
+            g_loss = self.g_loss(logits)
             scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, scaled, g_vars, tape)
         for var, value in zip(frozen, saved):

@@ -69,6 +69,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop("lr_decay")
     if not keep["label_smoothing"]:  # only a set smoothing is hashed: unsmoothed checkpoints match either way
         keep.pop("label_smoothing")
+    if keep["g_top_k"] == 1:  # likewise: only a share below 1 is hashed
+        keep.pop("g_top_k")
     if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
         keep.pop("d_learning_rate")
     keep["data_hash"] = data_hash
@@ -117,7 +119,7 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         on_tf = keras.backend.backend() == "tensorflow"
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training,
-                       label_smoothing=cfg.label_smoothing,
+                       label_smoothing=cfg.label_smoothing, g_top_k=cfg.g_top_k,
                        **({} if on_tf else {"replicas": strategy}))
         if cfg.ema:
             if on_tf and strategy.num_replicas_in_sync > 1:
