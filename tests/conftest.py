@@ -244,12 +244,9 @@ def g_loss_on_the_best_fakes(gan, z, share: float) -> float:
     """G's loss as `train.g_top_k: share` defines it, computed apart from the step: the non-saturating
     loss softplus(-x) averaged over the `share` of the batch's D logits x that are highest, for D
     judging G's fakes of `z` (both in training mode, as in G's step)."""
-    logits = np.ravel(keras_numpy(gan.discriminator(gan.generate(z, training=True), training=True)))
-    best = np.sort(logits.astype(np.float64))[::-1][: max(1, round(share * len(logits)))]
-    return float(np.mean(np.logaddexp(0, -best)))
-
-
-def keras_numpy(x) -> np.ndarray:
     import keras
 
-    return keras.ops.convert_to_numpy(x)
+    fakes = gan.generate(z, training=True)
+    logits = np.ravel(keras.ops.convert_to_numpy(gan.discriminator(fakes, training=True))).astype(np.float64)
+    best = np.sort(logits)[::-1][: max(1, round(share * len(logits)))]
+    return float(np.mean(np.logaddexp(0, -best)))

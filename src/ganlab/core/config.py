@@ -81,8 +81,8 @@ class TrainConfig:
     # D's real targets are 1 - label_smoothing (one-sided; G's stay 1). null = the model's reference
     # (ganlab.nets.specs: dcgan_tuned 0.1, the others 0).
     label_smoothing: float | None = None
-    # G learns from this share of each batch's fakes, those D scores most real (top-k training, Sinha et
-    # al. 2020: the fakes D rejects most pull G between the digits); 1.0 = all of them, as the sources do.
+    # G's loss on this share of each batch's fakes, those D scores most real (top-k training,
+    # docs/design.md); 1.0 = all of them, as the sources do.
     g_top_k: float = 1.0
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.

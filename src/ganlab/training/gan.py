@@ -127,9 +127,8 @@ class GAN(keras.Model):
 
     def g_loss(self, logits):
         """G's loss on its batch's D logits: on every fake, or, with `g_top_k` below 1, on the share that
-        D scores most real (Sinha et al. 2020, "Top-k training of GANs"). The fakes D rejects most sit
-        between the digits, and their gradient pulls G's other fakes there too. D's own step still
-        sees every fake; the share is of this replica's batch, whose size is static."""
+        D scores most real (top-k training: why, and what several devices do, in docs/design.md). The
+        batch's size is static under both backends' compilers, so `k` is a constant."""
         if self.g_top_k >= 1:  # a Python branch: at 1 the graph, and so the weights, are the sources'
             return bce(True, logits)
         logits = ops.reshape(ops.cast(logits, "float32"), (-1,))
