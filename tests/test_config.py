@@ -35,6 +35,8 @@ def test_repo_params_load():
         ({"train": {"label_smoothing": 0.5}}, ["train.label_smoothing", "a number in [0, 0.5)"]),
         ({"train": {"d_learning_rate": 0}}, ["train.d_learning_rate", "null or in (0, 1)"]),
         ({"train": {"g_top_k": 0}}, ["train.g_top_k", "a share in (0, 1]"]),
+        ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (one Gaussian) or an integer in [2, "]),
+        ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "0 for cdcgan"]),
         ({"train": {"mixed_precision": "on"}}, ["train.mixed_precision", "auto, off, float16, bfloat16"]),
         ({"train": {"sample_interval": 7, "checkpoint_interval": 10}}, ["train.checkpoint_interval", "multiple"]),
         ({"prepare": {"source": "internet"}}, ["prepare.source", "auto, cache, download, package"]),

@@ -124,3 +124,14 @@ def test_g_top_k_takes_gs_loss_on_the_fakes_d_scores_most_real():
     # the default, left every existing fingerprint as it was).
     top_half = dataclasses.replace(TINY, g_top_k=0.5)
     assert T.fingerprint(T.resolved(TINY), "h") != T.fingerprint(T.resolved(top_half), "h")
+
+
+def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
+    cfg = dataclasses.replace(TINY, model="dcgan", latent_modes=10)
+    gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
+    means = gan.generator.get_layer("latent_mean").get_weights()[0]
+    g0 = weights(gan.generator)
+    tf.function(gan.g_step)(tf.random.stateless_normal((16, cfg.z_dim), seed=(1, 2)))
+    assert changed(g0, weights(gan.generator))
+    np.testing.assert_array_equal(gan.generator.get_layer("latent_mean").get_weights()[0], means)
+    assert T.fingerprint(T.resolved(TINY), "h") != T.fingerprint(T.resolved(cfg), "h")

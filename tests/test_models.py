@@ -118,17 +118,32 @@ def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):
     np.testing.assert_allclose(np.asarray(saving.load_model(tmp_path / "g.keras")(z)), np.asarray(g(z)), atol=1e-6)
 
 
+def test_a_mixture_latent_feeds_g_z_plus_the_mean_of_its_mode():
+    g, _ = models.build("dcgan", z_dim=16, width=0.25, modes=10)
+    z = np.random.default_rng(0).standard_normal((20_000, 16)).astype(np.float32)
+    latent = keras.Model(g.inputs, g.get_layer("add").output).predict(z, batch_size=5000, verbose=0)
+    means = g.get_layer("latent_mean").get_weights()[0]
+    mode = z[:, :10].argmax(axis=1)
+    blended = ~np.isclose(latent, z + means[mode], atol=1e-5).all(axis=1)
+    assert blended.sum() <= 5  # one mode's mean; a blend of two about 0.4 times in 20,000 (models._latent)
+    assert np.bincount(mode, minlength=10).min() > 1_800  # each of the ten about as likely (2,000 each)
+    assert len(g.trainable_weights) == len(models.build("dcgan", z_dim=16, width=0.25)[0].trainable_weights)
+    # The same means in every build: a checkpoint or an EMA copy of G draws from the same mixture.
+    np.testing.assert_array_equal(models.build("dcgan", 16, 0.25, modes=10)[0].get_layer("latent_mean")
+                                  .get_weights()[0], means)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
-def test_a_saved_generator_loads_in_plain_keras_without_ganlab(name, tmp_path):
+@pytest.mark.parametrize("name, modes", [("dcgan", 0), ("cdcgan", 0), ("dcgan", 10)])
+def test_a_saved_generator_loads_in_plain_keras_without_ganlab(name, modes, tmp_path):
     import os
     import subprocess
     import sys
 
     from ganlab.nets.saving import save_model
 
-    g, _ = models.build(name, z_dim=8, width=0.25)
-    stock = models.portable(name, g, 8, 0.25)
+    g, _ = models.build(name, z_dim=8, width=0.25, modes=modes)
+    stock = models.portable(name, g, 8, 0.25, modes)
     assert not any(isinstance(layer, UpConv2D) for layer in stock.layers)
     save_model(stock, tmp_path / "generator.keras")
     z = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)

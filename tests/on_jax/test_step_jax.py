@@ -218,3 +218,13 @@ def test_a_decaying_rate_holds_then_falls_and_a_resumed_run_keeps_its_schedule(i
         run(cfg, images, tmp_path, "cut", callbacks=(stop_at(30),))
     resumed = run(cfg, images, tmp_path, "cut")
     assert resumed.resumed_from == 30 and T.weights_digest(resumed.gan) == T.weights_digest(decayed.gan)
+
+
+def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
+    gan = make(dataclasses.replace(TINY, model="dcgan", latent_modes=10))
+    means = np.array(gan.generator.get_layer("latent_mean").kernel.value)
+    s = gan.state()
+    g_tr, g_nt, g_opt, d_nt, _ = jax.jit(gan._g_step)(s, jax.random.normal(jax.random.key(3), (16, gan.z_dim)))
+    assert changed(s["g_tr"], g_tr), "G did not learn in its own update"
+    gan.sync({**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt})
+    np.testing.assert_array_equal(np.array(gan.generator.get_layer("latent_mean").kernel.value), means)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ganlab.nets.specs import MODEL_NAMES
+from ganlab.nets.specs import MODEL_NAMES, SPECS
 
 
 class ConfigError(ValueError):
@@ -84,6 +84,9 @@ class TrainConfig:
     # G's loss on this share of each batch's fakes, those D scores most real (top-k training,
     # docs/design.md); 1.0 = all of them, as the sources do.
     g_top_k: float = 1.0
+    # G's latent as a mixture of this many Gaussians, each mode as likely (ganlab.nets.models._latent,
+    # docs/design.md); 0 = the one Gaussian of the sources. Unconditional models only.
+    latent_modes: int = 0
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
@@ -142,6 +145,10 @@ class TrainConfig:
                    "null (the model's reference) or a number in [0, 0.5), e.g. 0.1 (real targets 0.9)")
         _check(0 < self.g_top_k <= 1, "train.g_top_k", self.g_top_k,
                "a share in (0, 1]: 1.0 (G learns from every fake) or e.g. 0.5 (from the half D scores most real)")
+        _check(self.latent_modes == 0 or 2 <= self.latent_modes <= self.z_dim, "train.latent_modes",
+               self.latent_modes, f"0 (one Gaussian) or an integer in [2, train.z_dim = {self.z_dim}], e.g. 10")
+        _check(self.latent_modes == 0 or not SPECS[self.model].conditional, "train.latent_modes", self.latent_modes,
+               f"0 for {self.model} (its digit input already picks the mode)")
         if self.ema is not None:
             _check(0 <= self.ema < 1, "train.ema", self.ema,
                    "null (the model's reference), 0 (off) or a decay in (0, 1), e.g. 0.999")

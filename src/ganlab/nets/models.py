@@ -23,18 +23,45 @@ def _units(n: int, width: float) -> int:
     return max(1, round(n * width))
 
 
-def mlp_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+# `train.latent_modes`: softmax(this x z's first numbers) is one-hot unless the two largest lie within
+# about 1e-5: the second mode gets a weight above 1e-5 in about 2 draws in 100,000 (a layer of stock
+# Keras is continuous in z, so some sliver must blend; scipy gives the two largest of ten normals
+# a gap density of 1.54 at 0).
+_MODE_SHARPNESS = 1e6
+
+
+def _latent(z, z_dim: int, modes: int):
+    """z, or with `modes` a draw from a mixture of that many Gaussians of unit variance, each as likely:
+    the mode is the largest of z's first `modes` numbers, and G reads z plus that mode's mean. The means
+    are fixed draws of N(0, I) (seed 0), so modes sit about 14 standard deviations apart and nothing
+    samples the space between them; G's first layer still maps each mean where it likes. Stock, frozen
+    float32 layers (the one-hot as a sharp softmax), so the saved G loads in plain Keras."""
+    if not modes:
+        return z
+    pick, mean = (layers.Dense(n, use_bias=False, trainable=False, dtype="float32", name=name)
+                  for n, name in ((modes, "latent_mode"), (z_dim, "latent_mean")))
+    out = layers.Add(dtype="float32")([z, mean(layers.Softmax(dtype="float32")(pick(z)))])
+    pick.set_weights([np.eye(z_dim, modes, dtype=np.float32) * _MODE_SHARPNESS])
+    mean.set_weights([np.random.default_rng(0).standard_normal((modes, z_dim)).astype(np.float32)])
+    return out
+
+
+def _generator(z_dim: int, stack: list, modes: int = 0) -> keras.Model:
+    """G as `stack` over its latent (`_latent`): the sources' Sequential model when `modes` is 0."""
+    if not modes:
+        return keras.Sequential([keras.Input((z_dim,)), *stack], name="generator")
+    z = keras.Input((z_dim,))
+    return keras.Model(z, _apply(stack, _latent(z, z_dim, modes)), name="generator")
+
+
+def mlp_generator(z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
     """The book's G: Dense(128), LeakyReLU(0.01), Dense(784, tanh), reshaped to 28x28x1."""
-    return keras.Sequential(
-        [
-            keras.Input((z_dim,)),
-            layers.Dense(_units(128, width)),
-            layers.LeakyReLU(negative_slope=0.01),
-            layers.Dense(28 * 28, activation="tanh", dtype="float32"),
-            layers.Reshape(IMG_SHAPE, dtype="float32"),
-        ],
-        name="generator",
-    )
+    return _generator(z_dim, [
+        layers.Dense(_units(128, width)),
+        layers.LeakyReLU(negative_slope=0.01),
+        layers.Dense(28 * 28, activation="tanh", dtype="float32"),
+        layers.Reshape(IMG_SHAPE, dtype="float32"),
+    ], modes)
 
 
 def mlp_discriminator(width: float = 1.0) -> keras.Model:
@@ -51,9 +78,9 @@ def mlp_discriminator(width: float = 1.0) -> keras.Model:
     )
 
 
-def mlp_bn_generator(z_dim: int, width: float = 1.0) -> keras.Model:
+def mlp_bn_generator(z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
     """Keras-GAN's G: Dense 256-512-1024, each LeakyReLU(0.2) then BatchNorm(momentum=0.8)."""
-    stack: list = [keras.Input((z_dim,))]
+    stack: list = []
     for n in (256, 512, 1024):
         stack += [
             layers.Dense(_units(n, width)),
@@ -61,7 +88,7 @@ def mlp_bn_generator(z_dim: int, width: float = 1.0) -> keras.Model:
             layers.BatchNormalization(momentum=0.8),
         ]
     stack += [layers.Dense(28 * 28, activation="tanh", dtype="float32"), layers.Reshape(IMG_SHAPE, dtype="float32")]
-    return keras.Sequential(stack, name="generator")
+    return _generator(z_dim, stack, modes)
 
 
 def mlp_bn_discriminator(width: float = 1.0) -> keras.Model:
@@ -99,13 +126,13 @@ def _dcgan_g_layers(z_dim: int, width: float, fused: bool) -> list:
     ]
 
 
-def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> keras.Model:
+def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
     """The blog's G: Dense(7*7*128, relu), 2x (UpSampling, Conv2D(k=4, relu), BN), Conv2D(1, 4, tanh).
 
     With `fused` (the default) each UpSampling + Conv2D pair is one `UpConv2D`: same weights, same
     outputs, 25/64 of the multiply-adds. `fused=False` builds the blog's layers, for the benchmark.
     """
-    return keras.Sequential([keras.Input((z_dim,)), *_dcgan_g_layers(z_dim, width, fused)], name="generator")
+    return _generator(z_dim, _dcgan_g_layers(z_dim, width, fused), modes)
 
 
 def _dcgan_d_layers(width: float) -> list:
@@ -211,19 +238,21 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
     return generator.predict(g_input(z, digits), batch_size=batch_size, verbose=0)
 
 
-def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True) -> tuple[keras.Model, keras.Model]:
+def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True,
+          modes: int = 0) -> tuple[keras.Model, keras.Model]:
     """Return (generator, discriminator) for architecture `name`; `fused=False` gives the DCGAN's G the
-    blog's UpSampling2D + Conv2D layers instead of `UpConv2D` (the same function), for the benchmark."""
+    blog's UpSampling2D + Conv2D layers instead of `UpConv2D` (the same function), for the benchmark;
+    `modes` draws G's latent from a mixture of that many Gaussians (`_latent`; unconditional Gs only)."""
     make_g, make_d = BUILDERS[name]
-    g = make_g(z_dim, width) if fused or name not in UPCONV else make_g(z_dim, width, fused=False)
-    return g, make_d(width)
+    kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
+    return make_g(z_dim, width, **kwargs), make_d(width)
 
 
-def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0) -> keras.Model:
+def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
     """`generator` with stock Keras layers only (each `UpConv2D` as the blog's UpSampling2D + Conv2D),
     the same weights and outputs: saved, it loads in plain Keras, without this package."""
     if name not in UPCONV:
         return generator
-    stock = BUILDERS[name][0](z_dim, width, fused=False)
+    stock = build(name, z_dim, width, fused=False, modes=modes)[0]
     stock.set_weights(generator.get_weights())
     return stock

@@ -63,7 +63,8 @@ def train_stage(params: Params, paths: TrainPaths) -> str:
         result.metrics["kept_iteration"] = watch[0].restore_best() if cfg.keep != "last" else last
     # G as stock Keras layers (the same weights and outputs): the saved file loads without ganlab.
     gens = {"generator": result.gan.generator, "generator_ema": result.gan.generator_ema}
-    nets = {name: portable(cfg.model, g, cfg.z_dim, cfg.width) for name, g in gens.items() if g is not None}
+    nets = {name: portable(cfg.model, g, cfg.z_dim, cfg.width, cfg.latent_modes)
+            for name, g in gens.items() if g is not None}
     nets["discriminator"] = result.gan.discriminator
     models = {name: (model, paths.out / f"{name}.keras") for name, model in nets.items()}
     for model, path in models.values():

@@ -71,6 +71,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop("label_smoothing")
     if keep["g_top_k"] == 1:  # likewise: only a share below 1 is hashed
         keep.pop("g_top_k")
+    if not keep["latent_modes"]:  # likewise: only a mixture latent is hashed
+        keep.pop("latent_modes")
     if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
         keep.pop("d_learning_rate")
     keep["data_hash"] = data_hash
@@ -113,7 +115,7 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
             "use a multiple of the device count"
         )
     with strategy.scope():
-        g, d = models.build(cfg.model, cfg.z_dim, cfg.width, fused)
+        g, d = models.build(cfg.model, cfg.z_dim, cfg.width, fused, cfg.latent_modes)
         step = importlib.import_module(f"ganlab.training.step_{keras.backend.backend()}")
         spec = SPECS[cfg.model]
         on_tf = keras.backend.backend() == "tensorflow"
