@@ -121,7 +121,7 @@ def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):
 def test_a_mixture_latent_feeds_g_z_plus_the_mean_of_its_mode():
     g, _ = models.build("dcgan", z_dim=16, width=0.25, modes=10)
     z = np.random.default_rng(0).standard_normal((20_000, 16)).astype(np.float32)
-    latent = keras.Model(g.inputs, g.get_layer("add").output).predict(z, batch_size=5000, verbose=0)
+    latent = keras.Model(g.inputs, g.get_layer("latent").output).predict(z, batch_size=5000, verbose=0)
     means = g.get_layer("latent_mean").get_weights()[0]
     mode = z[:, :10].argmax(axis=1)
     blended = ~np.isclose(latent, z + means[mode], atol=1e-5).all(axis=1)

@@ -40,7 +40,8 @@ def _latent(z, z_dim: int, modes: int):
         return z
     pick, mean = (layers.Dense(n, use_bias=False, trainable=False, dtype="float32", name=name)
                   for n, name in ((modes, "latent_mode"), (z_dim, "latent_mean")))
-    out = layers.Add(dtype="float32")([z, mean(layers.Softmax(dtype="float32")(pick(z)))])
+    onehot = layers.Softmax(dtype="float32", name="latent_onehot")(pick(z))
+    out = layers.Add(dtype="float32", name="latent")([z, mean(onehot)])
     pick.set_weights([np.eye(z_dim, modes, dtype=np.float32) * _MODE_SHARPNESS])
     mean.set_weights([np.random.default_rng(0).standard_normal((modes, z_dim)).astype(np.float32)])
     return out
