@@ -72,6 +72,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # The long tests first, so that the workers end on short ones: xdist hands out the groups of a shared
+    # project first, then single tests in this order, each to the first worker free, and a long test
+    # handed out last keeps one worker busy while the other has nothing left. Stable: a group's tests
+    # keep their order.
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
 
 
 @pytest.fixture
