@@ -36,6 +36,7 @@ def test_repo_params_load():
         ({"train": {"d_learning_rate": 0}}, ["train.d_learning_rate", "null or in (0, 1)"]),
         ({"train": {"g_top_k": 0}}, ["train.g_top_k", "a share in (0, 1]"]),
         ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (one Gaussian) or an integer in [2, "]),
+        ({"train": {"z_dim": 8, "latent_modes": 10}}, ["train.latent_modes", "in [2, train.z_dim = 8]"]),
         ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "0 for cdcgan"]),
         ({"train": {"mixed_precision": "on"}}, ["train.mixed_precision", "auto, off, float16, bfloat16"]),
         ({"train": {"sample_interval": 7, "checkpoint_interval": 10}}, ["train.checkpoint_interval", "multiple"]),

@@ -24,26 +24,39 @@ def _units(n: int, width: float) -> int:
 
 
 # `train.latent_modes`: softmax(this x z's first numbers) is one-hot unless the two largest lie within
-# about 1e-5: the second mode gets a weight above 1e-5 in about 2 draws in 100,000 (a layer of stock
-# Keras is continuous in z, so some sliver must blend; scipy gives the two largest of ten normals
+# about 1e-5. For ten modes the second gets a weight above 1e-5 in about 2 draws in 100,000 (a layer of
+# stock Keras is continuous in z, so some sliver must blend; scipy gives the two largest of ten normals
 # a gap density of 1.54 at 0).
 _MODE_SHARPNESS = 1e6
 
 
+def _latent_means(modes: int, z_dim: int) -> np.ndarray:
+    """Fixed draws of N(0, I) (seed 0), rounded to 10 bits of mantissa: a GPU's TF32 matrix product
+    (on by default on recent NVIDIA GPUs) then adds a one-hot's mean exactly, as a CPU does."""
+    means = np.random.default_rng(0).standard_normal((modes, z_dim)).astype(np.float32)
+    return (means.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
 def _latent(z, z_dim: int, modes: int):
-    """z, or with `modes` a draw from a mixture of that many Gaussians of unit variance, each as likely:
-    the mode is the largest of z's first `modes` numbers, and G reads z plus that mode's mean. The means
-    are fixed draws of N(0, I) (seed 0), so modes sit about 14 standard deviations apart and nothing
-    samples the space between them; G's first layer still maps each mean where it likes. Stock, frozen
-    float32 layers (the one-hot as a sharp softmax), so the saved G loads in plain Keras."""
+    """z, or with `modes` z plus the mean of the mode that the largest of z's first `modes` numbers
+    picks (each mode as likely): a mixture of `modes` Gaussians, each cut to where its own number is
+    the largest. The means (`_latent_means`) lie about sqrt(2 z_dim) standard deviations apart (14 at
+    z_dim 100), so little of the latent lies between modes; G's first layer still maps each mean where it
+    likes. Stock, frozen float32 layers (the one-hot as a sharp softmax), so the saved G loads in plain
+    Keras. (A stock layer that only scales, `Rescaling`, needs TensorFlow, which a JAX stage runs
+    without: the picking is a Dense, so a GPU's TF32 product rounds z first, and there, by estimate,
+    about 2 draws in 1,000 blend the two largest modes.)"""
     if not modes:
         return z
-    pick, mean = (layers.Dense(n, use_bias=False, trainable=False, dtype="float32", name=name)
-                  for n, name in ((modes, "latent_mode"), (z_dim, "latent_mean")))
+    if not 2 <= modes <= z_dim:
+        raise ValueError(f"a latent of {z_dim} numbers takes 2 to {z_dim} modes, not {modes}")
+    # Zeros until set: a random initialiser would draw from Keras' seed and move D's first weights.
+    pick, mean = (layers.Dense(n, use_bias=False, trainable=False, kernel_initializer="zeros", dtype="float32",
+                               name=name) for n, name in ((modes, "latent_mode"), (z_dim, "latent_mean")))
     onehot = layers.Softmax(dtype="float32", name="latent_onehot")(pick(z))
     out = layers.Add(dtype="float32", name="latent")([z, mean(onehot)])
     pick.set_weights([np.eye(z_dim, modes, dtype=np.float32) * _MODE_SHARPNESS])
-    mean.set_weights([np.random.default_rng(0).standard_normal((modes, z_dim)).astype(np.float32)])
+    mean.set_weights([_latent_means(modes, z_dim)])
     return out
 
 
@@ -254,6 +267,6 @@ def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, 
     the same weights and outputs: saved, it loads in plain Keras, without this package."""
     if name not in UPCONV:
         return generator
-    stock = build(name, z_dim, width, fused=False, modes=modes)[0]
+    stock = BUILDERS[name][0](z_dim, width, fused=False, **({"modes": modes} if modes else {}))
     stock.set_weights(generator.get_weights())
     return stock
