@@ -129,6 +129,13 @@ def test_a_mixture_latent_feeds_g_z_plus_the_mean_of_its_mode():
     assert blended.sum() <= 5  # one mode's mean; a blend of two about 0.4 times in 20,000 (models._latent)
     assert np.bincount(onehot.argmax(axis=1), minlength=10).min() > 1_800  # each of the ten as likely
     assert len(g.trainable_weights) == len(models.build("dcgan", z_dim=16, width=0.25)[0].trainable_weights)
+    # Under one seed the other weights are those of the one-Gaussian build: only the latent differs.
+    keras.utils.set_random_seed(42)
+    g0, d0 = models.build("dcgan", 16, 0.25)
+    keras.utils.set_random_seed(42)
+    g1, d1 = models.build("dcgan", 16, 0.25, modes=10)
+    for a, b in zip(g0.get_weights() + d0.get_weights(), g1.get_weights()[2:] + d1.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="takes 2 to 16 modes, not 17"):
         models.build("dcgan", 16, 0.25, modes=17)
     # The same means in every build: a checkpoint or an EMA copy of G draws from the same mixture.
