@@ -252,14 +252,19 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
     return generator.predict(g_input(z, digits), batch_size=batch_size, verbose=0)
 
 
+def build_generator(name: str, z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
+    """G of architecture `name`; `fused=False` gives the DCGAN's G the blog's UpSampling2D + Conv2D layers
+    instead of `UpConv2D` (the same function); `modes` draws its latent from a mixture of that many
+    Gaussians (`_latent`; unconditional Gs only)."""
+    kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
+    return BUILDERS[name][0](z_dim, width, **kwargs)
+
+
 def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True,
           modes: int = 0) -> tuple[keras.Model, keras.Model]:
-    """Return (generator, discriminator) for architecture `name`; `fused=False` gives the DCGAN's G the
-    blog's UpSampling2D + Conv2D layers instead of `UpConv2D` (the same function), for the benchmark;
-    `modes` draws G's latent from a mixture of that many Gaussians (`_latent`; unconditional Gs only)."""
-    make_g, make_d = BUILDERS[name]
-    kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
-    return make_g(z_dim, width, **kwargs), make_d(width)
+    """Return (generator, discriminator) for architecture `name` (`build_generator` says what `fused` and
+    `modes` do to G; `fused=False` is the benchmark's comparison)."""
+    return build_generator(name, z_dim, width, fused, modes), BUILDERS[name][1](width)
 
 
 def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
@@ -267,6 +272,6 @@ def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, 
     the same weights and outputs: saved, it loads in plain Keras, without this package."""
     if name not in UPCONV:
         return generator
-    stock = BUILDERS[name][0](z_dim, width, fused=False, **({"modes": modes} if modes else {}))
+    stock = build_generator(name, z_dim, width, fused=False, modes=modes)
     stock.set_weights(generator.get_weights())
     return stock
