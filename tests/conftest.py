@@ -255,3 +255,15 @@ def g_loss_on_the_best_fakes(gan, z, share: float) -> float:
     logits = np.ravel(keras.ops.convert_to_numpy(gan.discriminator(fakes, training=True))).astype(np.float64)
     best = np.sort(logits)[::-1][: max(1, round(share * len(logits)))]
     return float(np.mean(np.logaddexp(0, -best)))
+
+
+def mode_cross_entropy(gan, z) -> float:
+    """The cross-entropy of z's latent mode under Q's reading of G's image of z (both in training mode, as in
+    G's step), computed apart from the step: log-sum-exp of Q's logits less the logit of the mode z's first
+    numbers pick (the largest of them)."""
+    import keras
+
+    logits = keras.ops.convert_to_numpy(gan.mode_reader(gan.generate(z, training=True), training=True))
+    logits = logits.astype(np.float64)
+    modes = np.argmax(np.asarray(z)[:, :logits.shape[-1]], axis=-1)
+    return float(np.mean(np.logaddexp.reduce(logits, axis=-1) - logits[np.arange(len(logits)), modes]))

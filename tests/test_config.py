@@ -38,6 +38,8 @@ def test_repo_params_load():
         ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (one Gaussian) or an integer in [2, "]),
         ({"train": {"z_dim": 8, "latent_modes": 10}}, ["train.latent_modes", "in [2, train.z_dim = 8]"]),
         ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "0 for cdcgan"]),
+        ({"train": {"info_weight": 1}}, ["train.info_weight", "0 without train.latent_modes"]),
+        ({"train": {"latent_modes": 10, "info_weight": -1}}, ["train.info_weight", "a weight in (0, 10]"]),
         ({"train": {"mixed_precision": "on"}}, ["train.mixed_precision", "auto, off, float16, bfloat16"]),
         ({"train": {"sample_interval": 7, "checkpoint_interval": 10}}, ["train.checkpoint_interval", "multiple"]),
         ({"prepare": {"source": "internet"}}, ["prepare.source", "auto, cache, download, package"]),

@@ -1,7 +1,7 @@
 """The GAN's step (ganlab.training.gan): each update moves only its own network, the two-step schedule
 takes two D steps per G step, G plays against the D that D's steps train, D's fakes come from G in the
 model's mode, label smoothing touches only D's real targets, `g_top_k` takes G's loss on the fakes D scores
-most real, and G's step leaves a mixture latent's means alone."""
+most real, G's step leaves a mixture latent's means alone, and `info_weight` trains G and Q to tell its modes apart."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from ganlab.training import train as T
 from ganlab.training.devices import select_device
 from ganlab.training.gan import bce
 
-from .conftest import TINY, changed, d_verdicts, g_loss_on_the_best_fakes, only_the_real_loss_moved, weights
+from .conftest import (
+    TINY,
+    changed,
+    d_verdicts,
+    g_loss_on_the_best_fakes,
+    mode_cross_entropy,
+    only_the_real_loss_moved,
+    weights,
+)
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp_bn", "dcgan"])
@@ -136,3 +144,27 @@ def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
     np.testing.assert_array_equal(gan.generator.get_layer("latent_mean").get_weights()[0], means)
     one_gaussian = dataclasses.replace(cfg, latent_modes=0)
     assert T.fingerprint(T.resolved(one_gaussian), "h") != T.fingerprint(T.resolved(cfg), "h")
+
+
+def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apart():
+    """G's step still reports D's verdict alone; beside it, G and Q (the mode reader, on G's optimiser)
+    minimise the weighted cross-entropy of z's mode under Q's reading of G's image, so that falls."""
+    cfg = dataclasses.replace(TINY, model="dcgan", latent_modes=10)
+    z = tf.random.stateless_normal((16, cfg.z_dim), seed=(1, 2))
+    plain = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
+    info = T.make_gan(T.resolved(dataclasses.replace(cfg, info_weight=2.0)), select_device(cfg)[0])
+    # Q is built last: under one seed G and D hold the weights they have without it.
+    assert not changed(weights(plain.generator), weights(info.generator))
+    assert not changed(weights(plain.discriminator), weights(info.discriminator))
+    first = mode_cross_entropy(info, z)
+    got = float(info.info_loss(z, info.mode_reader(info.generate(z, training=True), training=True)))
+    assert got == pytest.approx(2.0 * first, rel=1e-5)
+    step = tf.function(info.g_step)
+    assert float(step(z)) == pytest.approx(float(tf.function(plain.g_step)(z)), rel=1e-6)
+    q0 = weights(info.mode_reader)
+    for _ in range(9):
+        step(z)
+    assert changed(q0, weights(info.mode_reader)), "Q did not learn in G's update"
+    assert mode_cross_entropy(info, z) < 0.8 * first, (first, mode_cross_entropy(info, z))  # 2.31 -> 1.56
+    with_info = dataclasses.replace(cfg, info_weight=1)
+    assert T.fingerprint(T.resolved(cfg), "h") != T.fingerprint(T.resolved(with_info), "h")

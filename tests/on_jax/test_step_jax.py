@@ -22,6 +22,7 @@ from ..conftest import (
     changed,
     d_verdicts,
     g_loss_on_the_best_fakes,
+    mode_cross_entropy,
     only_the_real_loss_moved,
     stop_at,
     upconv_and_layer_pair,
@@ -54,7 +55,7 @@ def test_each_update_moves_only_its_own_network(model, schedule, images):
     d_tr, d_nt, d_opt, _ = jax.jit(gan._d_step)(s["d_tr"], s["d_nt"], s["d_opt"], real, fake)
     after_d = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
     assert changed(s["d_tr"], d_tr), "D did not learn in its own update"
-    g_tr, g_nt, g_opt, d_nt2, _ = jax.jit(gan._g_step)(after_d, jax.random.normal(jax.random.key(1), (8, gan.z_dim)))
+    g_tr, g_nt, g_opt, d_nt2, _, _ = jax.jit(gan._g_step)(after_d, jax.random.normal(jax.random.key(1), (8, gan.z_dim)))
     assert changed(s["g_tr"], g_tr), "G did not learn in its own update"
     gan.sync({**after_d, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt2})
     assert not changed(d_tr, [v.value for v in gan.discriminator.trainable_variables]), "G's step moved D"
@@ -66,7 +67,7 @@ def test_g_step_plays_against_the_d_that_d_steps_train(model):
     gan = make(dataclasses.replace(TINY, model=model))
     z = jax.random.normal(jax.random.key(2), (16, gan.z_dim))
     training_mode, inference_mode, has_bn = d_verdicts(gan, z)
-    *_, d_nt, got = jax.jit(gan._g_step)(gan.state(), z)
+    *_, d_nt, _, got = jax.jit(gan._g_step)(gan.state(), z)
     assert float(got) == pytest.approx(training_mode, rel=1e-4, abs=1e-5)
     if has_bn:
         assert abs(inference_mode - training_mode) > 0.05, "the test cannot tell the two modes apart"
@@ -224,7 +225,33 @@ def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
     gan = make(dataclasses.replace(TINY, model="dcgan", latent_modes=10))
     means = np.array(gan.generator.get_layer("latent_mean").kernel.value)
     s = gan.state()
-    g_tr, g_nt, g_opt, d_nt, _ = jax.jit(gan._g_step)(s, jax.random.normal(jax.random.key(3), (16, gan.z_dim)))
+    g_tr, g_nt, g_opt, d_nt, _, _ = jax.jit(gan._g_step)(s, jax.random.normal(jax.random.key(3), (16, gan.z_dim)))
     assert changed(s["g_tr"], g_tr), "G did not learn in its own update"
     gan.sync({**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt})
     np.testing.assert_array_equal(np.array(gan.generator.get_layer("latent_mean").kernel.value), means)
+
+
+def test_info_weight_trains_g_and_the_mode_reader_and_a_resumed_run_keeps_q(images, tmp_path):
+    """As on TensorFlow: G's step reports D's verdict alone while G and Q learn to tell the modes apart;
+    and Q's weights and its optimiser slots ride in the checkpoint, so a resumed run ends where an unbroken one does."""
+    cfg = dataclasses.replace(TINY, model="dcgan", latent_modes=10)
+    z = jax.random.normal(jax.random.key(3), (16, cfg.z_dim))
+    plain, info = make(cfg), make(dataclasses.replace(cfg, info_weight=2.0))
+    first = mode_cross_entropy(info, z)
+    assert float(info.info_loss(z, info.mode_reader(info.generate(z, training=True), training=True))) == \
+        pytest.approx(2.0 * first, rel=1e-5)
+    step, s = jax.jit(info._g_step), info.state()
+    assert float(step(s, z)[-1]) == pytest.approx(float(jax.jit(plain._g_step)(plain.state(), z)[-1]), rel=1e-6)
+    for _ in range(10):
+        g_tr, g_nt, g_opt, d_nt, q_tr, _ = step(s, z)
+        s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt, "q_tr": q_tr}
+    info.sync(s)
+    assert mode_cross_entropy(info, z) < 0.8 * first, (first, mode_cross_entropy(info, z))
+
+    small = dataclasses.replace(TINY, iterations=20, latent_modes=4, info_weight=1.0)
+    whole = run(small, images, tmp_path, "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(small, images, tmp_path, "cut", callbacks=(stop_at(15),))
+    resumed = run(small, images, tmp_path, "cut")
+    assert resumed.resumed_from == 15 and T.weights_digest(resumed.gan) == T.weights_digest(whole.gan)
+    assert not changed(weights(whole.gan.mode_reader), weights(resumed.gan.mode_reader))

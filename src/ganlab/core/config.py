@@ -87,6 +87,9 @@ class TrainConfig:
     # G's latent as a mixture of this many Gaussians, each mode as likely (ganlab.nets.models._latent,
     # docs/design.md); 0 = the one Gaussian of the sources. Unconditional models only.
     latent_modes: int = 0
+    # InfoGAN's weight (Chen et al. 2016) on a reader Q of the latent's mode from G's image: G and Q also
+    # minimise this x Q's cross-entropy, so each mode draws images Q tells apart. Needs latent_modes; 0 = off.
+    info_weight: float = 0.0
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
@@ -149,6 +152,10 @@ class TrainConfig:
                self.latent_modes, f"0 (one Gaussian) or an integer in [2, train.z_dim = {self.z_dim}], e.g. 10")
         _check(self.latent_modes == 0 or not SPECS[self.model].conditional, "train.latent_modes", self.latent_modes,
                f"0 for {self.model} (its digit input already picks the mode)")
+        _check(0 <= self.info_weight <= 10, "train.info_weight", self.info_weight,
+               "0 (off) or a weight in (0, 10], e.g. 1 (InfoGAN's)")
+        _check(self.info_weight == 0 or self.latent_modes >= 2, "train.info_weight", self.info_weight,
+               "0 without train.latent_modes: Q reads back the latent's mode (set e.g. train.latent_modes: 10)")
         if self.ema is not None:
             _check(0 <= self.ema < 1, "train.ema", self.ema,
                    "null (the model's reference), 0 (off) or a decay in (0, 1), e.g. 0.999")

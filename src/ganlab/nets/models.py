@@ -200,6 +200,24 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
     return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
+def mode_reader(modes: int, width: float = 1.0) -> keras.Model:
+    """InfoGAN's Q for `train.info_weight`: reads back from G's image which of the latent's `modes` drew it,
+    as `modes` logits. D's convolutions without BatchNorm or Dropout (it only ever runs in G's step, on
+    fakes), so it holds no state but its weights; about as many FLOPs as D, some 5% of a DCGAN iteration."""
+    stack: list = [keras.Input(IMG_SHAPE)]
+    for n in (32, 64, 128):
+        stack.append(layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"))
+    stack += [layers.Flatten(), layers.Dense(_units(256, width), activation="relu"),
+              layers.Dense(modes, dtype="float32")]
+    return keras.Sequential(stack, name="mode_reader")
+
+
+def latent_mode(z, modes: int):
+    """The mode of the mixture latent (`_latent`) that z falls in: the index of the largest of its first `modes`
+    numbers, as the latent's own layers pick it."""
+    return keras.ops.argmax(z[:, :modes], axis=-1)
+
+
 # The models whose G upsamples with `UpConv2D` (their builders take `fused`).
 UPCONV = ("dcgan", "dcgan_tuned", "cdcgan")
 # One builder pair per name of `ganlab.nets.specs.SPECS` (tests/test_models.py holds the two lists equal).

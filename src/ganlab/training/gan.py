@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from ganlab.nets.models import d_input, g_input, grid_digits
+from ganlab.nets.models import d_input, g_input, grid_digits, latent_mode
 
 HISTORY_METRICS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "d_acc", "d_acc_real", "d_acc_fake")
 
@@ -58,7 +58,8 @@ class GAN(keras.Model):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_dim: int, seed: int = 0,
                  d_schedule: str = "two_step", conditional: bool = False, fakes_training: bool = False,
-                 label_smoothing: float = 0.0, g_top_k: float = 1.0, **kwargs):
+                 label_smoothing: float = 0.0, g_top_k: float = 1.0, mode_reader: keras.Model | None = None,
+                 info_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -72,6 +73,10 @@ class GAN(keras.Model):
         # real logits without bound leaves G a gradient (Salimans et al. 2016, one-sided).
         self.label_smoothing = label_smoothing
         self.g_top_k = g_top_k
+        # InfoGAN's term (`train.info_weight`): G and `mode_reader` (Q) also minimise info_weight x the
+        # cross-entropy of the latent's mode that Q reads back from G's image. Q rides on G's optimiser.
+        self.mode_reader = mode_reader
+        self.info_weight = info_weight
         self.seed = seed
         self.d_schedule = d_schedule
         self.ema = None  # set with generator_ema by `track_ema`
@@ -111,7 +116,13 @@ class GAN(keras.Model):
                  "d_optimizer": self.d_optimizer.variables, "g_optimizer": self.g_optimizer.variables}
         if self.generator_ema is not None:
             parts["generator_ema"] = self.generator_ema.variables
+        if self.mode_reader is not None:
+            parts["mode_reader"] = self.mode_reader.variables
         return parts
+
+    def g_variables(self) -> list:
+        """What G's optimiser updates: G's trainable weights, then Q's (`mode_reader`) when there is one."""
+        return self.generator.trainable_variables + (self.mode_reader.trainable_variables if self.mode_reader else [])
 
     @property
     def iteration(self):
@@ -133,6 +144,14 @@ class GAN(keras.Model):
             return bce(True, logits)
         logits = ops.reshape(ops.cast(logits, "float32"), (-1,))
         return bce(True, ops.top_k(logits, max(1, round(self.g_top_k * logits.shape[0])))[0])
+
+    def info_loss(self, z, reader_logits):
+        """InfoGAN's term for a categorical code, weighted: the cross-entropy of the mode z was drawn from
+        (`latent_mode`) under Q's logits for G's image of z. Minimising it over G and Q raises a lower bound
+        on their mutual information (Chen et al. 2016), so each mode must draw images Q can tell apart."""
+        modes = latent_mode(z, reader_logits.shape[-1])
+        return self.info_weight * ops.mean(ops.sparse_categorical_crossentropy(
+            modes, ops.cast(reader_logits, "float32"), from_logits=True))
 
     def d_inputs(self, images, digits):
         return d_input(images, digits if self.conditional else None)

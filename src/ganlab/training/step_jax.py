@@ -45,7 +45,9 @@ class GAN(gan.GAN):
         return {"g_tr": g.trainable_variables, "g_nt": g.non_trainable_variables,
                 "d_tr": d.trainable_variables, "d_nt": d.non_trainable_variables,
                 "g_opt": self.g_optimizer.variables, "d_opt": self.d_optimizer.variables,
-                "ema": self.generator_ema.weights if self.generator_ema is not None else []}
+                "ema": self.generator_ema.weights if self.generator_ema is not None else [],
+                "q_tr": self.mode_reader.trainable_variables if self.mode_reader is not None else [],
+                "q_nt": self.mode_reader.non_trainable_variables if self.mode_reader is not None else []}
 
     def state(self) -> dict[str, list]:
         return {part: [v.value for v in holders] for part, holders in self._holders().items()}
@@ -101,19 +103,25 @@ class GAN(gan.GAN):
     def _g_step(self, s, z, digits=None):
         """Update G only, through the D that D's own steps train (training mode, as on TensorFlow:
         see `step_tensorflow.GAN.g_step`); D's BatchNorm statistics are put back afterwards, while
-        Dropout's seed state moves on."""
-        g, d = self.generator, self.discriminator
+        Dropout's seed state moves on. Q (`mode_reader`), when there is one, learns in the same update."""
+        g, d, q = self.generator, self.discriminator, self.mode_reader
 
-        def loss(g_tr, g_nt, d_nt):
+        def loss(g_tr, q_tr, g_nt, d_nt):
             fake, g_nt = g.stateless_call(g_tr, g_nt, self.g_inputs(z, digits), training=True)
-            fake = self.d_inputs(fake.astype(jnp.float32), digits)
-            logits, d_nt = d.stateless_call(s["d_tr"], d_nt, fake, training=True)
-            return self.g_loss(logits), (g_nt, d_nt)
+            fake = fake.astype(jnp.float32)
+            logits, d_nt = d.stateless_call(s["d_tr"], d_nt, self.d_inputs(fake, digits), training=True)
+            g_loss = total = self.g_loss(logits)
+            if q is not None:  # reported apart: g_loss stays D's verdict alone
+                total = total + self.info_loss(z, q.stateless_call(q_tr, s["q_nt"], fake, training=True)[0])
+            return total, (g_loss, g_nt, d_nt)
 
-        (g_loss, (g_nt, d_nt)), grads = jax.value_and_grad(loss, has_aux=True)(s["g_tr"], s["g_nt"], s["d_nt"])
-        g_tr, g_opt = self.g_optimizer.stateless_apply(s["g_opt"], grads, s["g_tr"])
+        (_, (g_loss, g_nt, d_nt)), (g_grads, q_grads) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            s["g_tr"], s["q_tr"], s["g_nt"], s["d_nt"])
+        # One optimiser over G's variables then Q's, the order `g_variables` built it in.
+        new, g_opt = self.g_optimizer.stateless_apply(s["g_opt"], g_grads + q_grads, s["g_tr"] + s["q_tr"])
+        g_tr, q_tr = new[:len(g_grads)], new[len(g_grads):]
         d_nt = [old if is_stat else new for old, new, is_stat in zip(s["d_nt"], d_nt, self._layout[1])]
-        return g_tr, g_nt, g_opt, d_nt, g_loss
+        return g_tr, g_nt, g_opt, d_nt, q_tr, g_loss
 
     def _iteration(self, s: dict, images, labels, it):
         # Keyed by (seed, iteration): a resumed run draws what an unbroken one would.
@@ -136,9 +144,9 @@ class GAN(gan.GAN):
         d_tr, d_nt, d_opt, (loss_real, loss_fake, logits_real, logits_fake) = self._d_step(
             s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32), real_digits, fake_digits)
         s = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
-        g_tr, g_nt, g_opt, d_nt, g_loss = self._g_step(
+        g_tr, g_nt, g_opt, d_nt, q_tr, g_loss = self._g_step(
             s, split(jax.random.normal(k_zg, (self.batch_size, self.z_dim))), g_digits)
-        s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt}
+        s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt, "q_tr": q_tr}
         if self.generator_ema is not None:
             s["ema"] = self.ema_values(s["ema"], [s[part][i] for part, i in self._layout[0]])
         return s, gan.step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake)

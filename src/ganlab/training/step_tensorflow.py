@@ -98,14 +98,16 @@ class GAN(gan.GAN):
         every fake, and both losses fall to zero (the DCGAN did exactly that). D's frozen weights
         were not updated by that step either, so its BatchNorm moving statistics are put back.
         """
-        g_vars = self.generator.trainable_variables
+        g_vars = self.g_variables()
         frozen = self.discriminator.non_trainable_weights  # BN moving statistics (not the RNG state)
         saved = [tf.identity(v) for v in frozen]
         with tf.GradientTape() as tape:
             fake = self.generate(z, digits, training=True)
             logits = self.discriminator(self.d_inputs(fake, digits), training=True)
-            g_loss = self.g_loss(logits)
-            scaled = self._scaled(self.g_optimizer, g_loss)
+            g_loss = loss = self.g_loss(logits)
+            if self.mode_reader is not None:  # reported apart: g_loss stays D's verdict alone
+                loss = loss + self.info_loss(z, self.mode_reader(fake, training=True))
+            scaled = self._scaled(self.g_optimizer, loss)
         self._apply(self.g_optimizer, scaled, g_vars, tape)
         for var, value in zip(frozen, saved):
             var.assign(value)

@@ -73,6 +73,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop("g_top_k")
     if not keep["latent_modes"]:  # likewise: only a mixture latent is hashed
         keep.pop("latent_modes")
+    if not keep["info_weight"]:  # likewise: only a set InfoGAN term is hashed
+        keep.pop("info_weight")
     if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
         keep.pop("d_learning_rate")
     keep["data_hash"] = data_hash
@@ -122,6 +124,9 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training,
                        label_smoothing=cfg.label_smoothing, g_top_k=cfg.g_top_k,
+                       # Built after G and D, so theirs are the weights they have without it under one seed.
+                       mode_reader=models.mode_reader(cfg.latent_modes, cfg.width) if cfg.info_weight else None,
+                       info_weight=cfg.info_weight,
                        **({} if on_tf else {"replicas": strategy}))
         if cfg.ema:
             if on_tf and strategy.num_replicas_in_sync > 1:
@@ -147,7 +152,7 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
                     batch_size=cfg.batch_size, jit_compile=cfg.jit_compile, steps_per_execution=spe)
         # Build optimizer slots now so a checkpoint can restore into them.
         gan.d_optimizer.build(d.trainable_variables)
-        gan.g_optimizer.build(g.trainable_variables)
+        gan.g_optimizer.build(gan.g_variables())
     return gan
 
 
