@@ -146,7 +146,7 @@ def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
     assert T.fingerprint(T.resolved(one_gaussian), "h") != T.fingerprint(T.resolved(cfg), "h")
 
 
-def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apart():
+def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apart(images):
     """G's step still reports D's verdict alone; beside it, G and Q (the mode reader, on G's optimiser)
     minimise the weighted cross-entropy of z's mode under Q's reading of G's image, so that falls."""
     cfg = dataclasses.replace(TINY, model="dcgan", latent_modes=10)
@@ -166,5 +166,7 @@ def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apar
         step(z)
     assert changed(q0, weights(info.mode_reader)), "Q did not learn in G's update"
     assert mode_cross_entropy(info, z) < 0.8 * first, (first, mode_cross_entropy(info, z))  # 2.31 -> 1.56
+    info.set_data(images)  # the iteration reports Q's term beside the losses; a GAN without Q does not
+    assert "info_loss" in tf.function(info.train_step)(None) and "info_loss" not in plain.history_metrics
     with_info = dataclasses.replace(cfg, info_weight=1)
     assert T.fingerprint(T.resolved(cfg), "h") != T.fingerprint(T.resolved(with_info), "h")

@@ -243,7 +243,7 @@ def test_info_weight_trains_g_and_the_mode_reader_and_a_resumed_run_keeps_q(imag
     step, s = jax.jit(info._g_step), info.state()
     assert float(step(s, z)[-1]) == pytest.approx(float(jax.jit(plain._g_step)(plain.state(), z)[-1]), rel=1e-6)
     for _ in range(10):
-        g_tr, g_nt, g_opt, d_nt, q_tr, _ = step(s, z)
+        g_tr, g_nt, g_opt, d_nt, (q_tr, _), _ = step(s, z)
         s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt, "q_tr": q_tr}
     info.sync(s)
     assert mode_cross_entropy(info, z) < 0.8 * first, (first, mode_cross_entropy(info, z))
@@ -255,3 +255,4 @@ def test_info_weight_trains_g_and_the_mode_reader_and_a_resumed_run_keeps_q(imag
     resumed = run(small, images, tmp_path, "cut")
     assert resumed.resumed_from == 15 and T.weights_digest(resumed.gan) == T.weights_digest(whole.gan)
     assert not changed(weights(whole.gan.mode_reader), weights(resumed.gan.mode_reader))
+    assert whole.history["info_loss"].gt(0).all()

@@ -84,7 +84,7 @@ class IntervalCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         it = int(self.model.iteration.numpy())
-        row = {"iteration": it, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:]}}
+        row = {"iteration": it, **{k: float(logs[k]) for k in self.model.history_metrics}}
         if not all(math.isfinite(v) for v in row.values()):
             self.model.stop_training = True
             bad = ", ".join(k for k, v in row.items() if not math.isfinite(v))

@@ -41,15 +41,16 @@ def bce(labels_are_real: bool, logits, smoothing: float = 0.0):
     return ops.mean(loss)
 
 
-def step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake) -> dict:
-    """One iteration's figures, as the history and the progress bar show them."""
+def step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake, info_loss=None) -> dict:
+    """One iteration's figures, as the history and the progress bar show them; `info_loss`, Q's weighted
+    cross-entropy of the mode (`GAN.info_loss`), only for a GAN with a mode reader."""
     acc_real = ops.mean(ops.cast(logits_real >= 0, "float32"))
     acc_fake = ops.mean(ops.cast(logits_fake < 0, "float32"))
     return {
         "d_loss": 0.5 * (loss_real + loss_fake), "g_loss": g_loss,
         "d_loss_real": loss_real, "d_loss_fake": loss_fake,
         "d_acc": 0.5 * (acc_real + acc_fake), "d_acc_real": acc_real, "d_acc_fake": acc_fake,
-    }
+    } | ({} if info_loss is None else {"info_loss": info_loss})
 
 
 class GAN(keras.Model):
@@ -123,6 +124,11 @@ class GAN(keras.Model):
     def g_variables(self) -> list:
         """What G's optimiser updates: G's trainable weights, then Q's (`mode_reader`) when there is one."""
         return self.generator.trainable_variables + (self.mode_reader.trainable_variables if self.mode_reader else [])
+
+    @property
+    def history_metrics(self) -> tuple[str, ...]:
+        """The figures each iteration reports (`step_values`), averaged over an interval into the history."""
+        return HISTORY_METRICS + (("info_loss",) if self.mode_reader is not None else ())
 
     @property
     def iteration(self):

@@ -22,7 +22,6 @@ import numpy as np
 
 from ganlab.training import gan
 from ganlab.training.devices import Replicas
-from ganlab.training.gan import HISTORY_METRICS
 
 
 class GAN(gan.GAN):
@@ -110,18 +109,19 @@ class GAN(gan.GAN):
             fake, g_nt = g.stateless_call(g_tr, g_nt, self.g_inputs(z, digits), training=True)
             fake = fake.astype(jnp.float32)
             logits, d_nt = d.stateless_call(s["d_tr"], d_nt, self.d_inputs(fake, digits), training=True)
-            g_loss = total = self.g_loss(logits)
+            g_loss = self.g_loss(logits)
+            info = None
             if q is not None:  # reported apart: g_loss stays D's verdict alone
-                total = total + self.info_loss(z, q.stateless_call(q_tr, s["q_nt"], fake, training=True)[0])
-            return total, (g_loss, g_nt, d_nt)
+                info = self.info_loss(z, q.stateless_call(q_tr, s["q_nt"], fake, training=True)[0])
+            return g_loss if info is None else g_loss + info, (g_loss, info, g_nt, d_nt)
 
-        (_, (g_loss, g_nt, d_nt)), (g_grads, q_grads) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        (_, (g_loss, info, g_nt, d_nt)), (g_grads, q_grads) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
             s["g_tr"], s["q_tr"], s["g_nt"], s["d_nt"])
         # One optimiser over G's variables then Q's, the order `g_variables` built it in.
         new, g_opt = self.g_optimizer.stateless_apply(s["g_opt"], g_grads + q_grads, s["g_tr"] + s["q_tr"])
         g_tr, q_tr = new[:len(g_grads)], new[len(g_grads):]
         d_nt = [old if is_stat else new for old, new, is_stat in zip(s["d_nt"], d_nt, self._layout[1])]
-        return g_tr, g_nt, g_opt, d_nt, q_tr, g_loss
+        return g_tr, g_nt, g_opt, d_nt, (q_tr, info), g_loss
 
     def _iteration(self, s: dict, images, labels, it):
         # Keyed by (seed, iteration): a resumed run draws what an unbroken one would.
@@ -144,12 +144,12 @@ class GAN(gan.GAN):
         d_tr, d_nt, d_opt, (loss_real, loss_fake, logits_real, logits_fake) = self._d_step(
             s["d_tr"], s["d_nt"], s["d_opt"], real, fake.astype(jnp.float32), real_digits, fake_digits)
         s = {**s, "d_tr": d_tr, "d_nt": d_nt, "d_opt": d_opt}
-        g_tr, g_nt, g_opt, d_nt, q_tr, g_loss = self._g_step(
+        g_tr, g_nt, g_opt, d_nt, (q_tr, info), g_loss = self._g_step(
             s, split(jax.random.normal(k_zg, (self.batch_size, self.z_dim))), g_digits)
         s = {**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt, "q_tr": q_tr}
         if self.generator_ema is not None:
             s["ema"] = self.ema_values(s["ema"], [s[part][i] for part, i in self._layout[0]])
-        return s, gan.step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake)
+        return s, gan.step_values(loss_real, loss_fake, g_loss, logits_real, logits_fake, info)
 
     @functools.cached_property
     def _calls(self) -> dict:
@@ -184,7 +184,7 @@ class GAN(gan.GAN):
         calls.on_train_begin()
         for epoch in range(epochs):
             calls.on_epoch_begin(epoch)
-            sums = put({k: np.zeros((), np.float32) for k in HISTORY_METRICS})
+            sums = put({k: np.zeros((), np.float32) for k in self.history_metrics})
             for call in range(steps // spe):
                 calls.on_train_batch_begin(call)
                 state, sums = self._compiled(spe)(state, self.images, self.labels, put(np.int32(it)), sums)

@@ -6,13 +6,12 @@ import keras
 import tensorflow as tf
 
 from ganlab.training import gan
-from ganlab.training.gan import HISTORY_METRICS
 
 
 class GAN(gan.GAN):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in HISTORY_METRICS}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.history_metrics}
 
     @property
     def metrics(self):
@@ -106,11 +105,14 @@ class GAN(gan.GAN):
             logits = self.discriminator(self.d_inputs(fake, digits), training=True)
             g_loss = loss = self.g_loss(logits)
             if self.mode_reader is not None:  # reported apart: g_loss stays D's verdict alone
-                loss = loss + self.info_loss(z, self.mode_reader(fake, training=True))
+                info = self.info_loss(z, self.mode_reader(fake, training=True))
+                loss = loss + info
             scaled = self._scaled(self.g_optimizer, loss)
         self._apply(self.g_optimizer, scaled, g_vars, tape)
         for var, value in zip(frozen, saved):
             var.assign(value)
+        if self.mode_reader is not None:
+            self.trackers["info_loss"].update_state(info)
         return g_loss
 
     def train_step(self, data):
