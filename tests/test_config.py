@@ -35,7 +35,7 @@ def test_repo_params_load():
         ({"train": {"label_smoothing": 0.5}}, ["train.label_smoothing", "a number in [0, 0.5)"]),
         ({"train": {"d_learning_rate": 0}}, ["train.d_learning_rate", "null or in (0, 1)"]),
         ({"train": {"g_top_k": 0}}, ["train.g_top_k", "a share in (0, 1]"]),
-        ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (one Gaussian) or an integer in [2, "]),
+        ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (z alone) or an integer in [2, "]),
         ({"train": {"z_dim": 8, "latent_modes": 10}}, ["train.latent_modes", "in [2, train.z_dim = 8]"]),
         ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "0 for cdcgan"]),
         ({"train": {"info_weight": 1}}, ["train.info_weight", "0 without train.latent_modes"]),

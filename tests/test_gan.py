@@ -1,7 +1,7 @@
 """The GAN's step (ganlab.training.gan): each update moves only its own network, the two-step schedule
 takes two D steps per G step, G plays against the D that D's steps train, D's fakes come from G in the
 model's mode, label smoothing touches only D's real targets, `g_top_k` takes G's loss on the fakes D scores
-most real, G's step leaves a mixture latent's means alone, and `info_weight` trains G and Q to tell its modes apart."""
+most real, G's step leaves the latent's mode pick alone, and `info_weight` trains G and Q to tell its modes apart."""
 
 from __future__ import annotations
 
@@ -134,16 +134,16 @@ def test_g_top_k_takes_gs_loss_on_the_fakes_d_scores_most_real():
     assert T.fingerprint(T.resolved(TINY), "h") != T.fingerprint(T.resolved(top_half), "h")
 
 
-def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
+def test_gs_step_leaves_the_latents_mode_pick_as_it_is():
     cfg = dataclasses.replace(TINY, model="dcgan", latent_modes=10)
     gan = T.make_gan(T.resolved(cfg), select_device(cfg)[0])
-    means = gan.generator.get_layer("latent_mean").get_weights()[0]
+    pick = gan.generator.get_layer("latent_mode").get_weights()[0]
     g0 = weights(gan.generator)
     tf.function(gan.g_step)(tf.random.stateless_normal((16, cfg.z_dim), seed=(1, 2)))
     assert changed(g0, weights(gan.generator))
-    np.testing.assert_array_equal(gan.generator.get_layer("latent_mean").get_weights()[0], means)
-    one_gaussian = dataclasses.replace(cfg, latent_modes=0)
-    assert T.fingerprint(T.resolved(one_gaussian), "h") != T.fingerprint(T.resolved(cfg), "h")
+    np.testing.assert_array_equal(gan.generator.get_layer("latent_mode").get_weights()[0], pick)
+    z_alone = dataclasses.replace(cfg, latent_modes=0)
+    assert T.fingerprint(T.resolved(z_alone), "h") != T.fingerprint(T.resolved(cfg), "h")
 
 
 def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apart(images):

@@ -118,29 +118,23 @@ def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):
     np.testing.assert_allclose(np.asarray(saving.load_model(tmp_path / "g.keras")(z)), np.asarray(g(z)), atol=1e-6)
 
 
-def test_a_mixture_latent_feeds_g_z_plus_the_mean_of_its_mode():
+def test_a_latent_with_modes_feeds_g_z_and_the_one_hot_of_its_mode():
     g, _ = models.build("dcgan", z_dim=16, width=0.25, modes=10)
     z = np.random.default_rng(0).standard_normal((20_000, 16)).astype(np.float32)
-    inner = keras.Model(g.inputs, [g.get_layer("latent").output, g.get_layer("latent_onehot").output])
-    latent, onehot = inner.predict(z, batch_size=5000, verbose=0)
-    means = g.get_layer("latent_mean").get_weights()[0]
-    mode = z[:, :10].argmax(axis=1)
-    blended = ~np.isclose(latent, z + means[mode], atol=1e-5).all(axis=1)
-    assert blended.sum() <= 5  # one mode's mean; a blend of two about 0.4 times in 20,000 (models._latent)
-    assert np.bincount(onehot.argmax(axis=1), minlength=10).min() > 1_800  # each of the ten as likely
-    assert len(g.trainable_weights) == len(models.build("dcgan", z_dim=16, width=0.25)[0].trainable_weights)
-    # Under one seed the other weights are those of the one-Gaussian build: only the latent differs.
-    keras.utils.set_random_seed(42)
-    g0, d0 = models.build("dcgan", 16, 0.25)
-    keras.utils.set_random_seed(42)
-    g1, d1 = models.build("dcgan", 16, 0.25, modes=10)
-    for a, b in zip(g0.get_weights() + d0.get_weights(), g1.get_weights()[2:] + d1.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    latent = keras.Model(g.inputs, g.get_layer("latent").output).predict(z, batch_size=5000, verbose=0)
+    mode = np.asarray(models.latent_mode(z, 10))
+    np.testing.assert_array_equal(mode, z[:, :10].argmax(axis=1))
+    np.testing.assert_array_equal(latent[:, :16], z)
+    blended = ~np.isclose(latent[:, 16:], np.eye(10)[mode], atol=1e-5).all(axis=1)
+    assert blended.sum() <= 5  # one mode's one-hot; a blend of two about 0.4 times in 20,000 (models._latent)
+    assert np.bincount(mode, minlength=10).min() > 1_800  # each of the ten as likely
+    # The code's only weights are the frozen pick, the same in every build (a checkpoint, the EMA copy);
+    # G's first layer reads 10 more numbers.
+    plain = models.build("dcgan", z_dim=16, width=0.25)[0]
+    assert len(g.trainable_weights) == len(plain.trainable_weights) and g.get_layer("latent_mode").trainable is False
+    assert g.trainable_weights[0].shape == (26, plain.trainable_weights[0].shape[1])
     with pytest.raises(ValueError, match="takes 2 to 16 modes, not 17"):
         models.build("dcgan", 16, 0.25, modes=17)
-    # The same means in every build: a checkpoint or an EMA copy of G draws from the same mixture.
-    np.testing.assert_array_equal(models.build("dcgan", 16, 0.25, modes=10)[0].get_layer("latent_mean")
-                                  .get_weights()[0], means)
 
 
 @pytest.mark.slow

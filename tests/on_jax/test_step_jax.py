@@ -221,14 +221,14 @@ def test_a_decaying_rate_holds_then_falls_and_a_resumed_run_keeps_its_schedule(i
     assert resumed.resumed_from == 30 and T.weights_digest(resumed.gan) == T.weights_digest(decayed.gan)
 
 
-def test_gs_step_leaves_the_mixture_latents_means_as_they_are():
+def test_gs_step_leaves_the_latents_mode_pick_as_it_is():
     gan = make(dataclasses.replace(TINY, model="dcgan", latent_modes=10))
-    means = np.array(gan.generator.get_layer("latent_mean").kernel.value)
+    pick = np.array(gan.generator.get_layer("latent_mode").kernel.value)
     s = gan.state()
     g_tr, g_nt, g_opt, d_nt, _, _ = jax.jit(gan._g_step)(s, jax.random.normal(jax.random.key(3), (16, gan.z_dim)))
     assert changed(s["g_tr"], g_tr), "G did not learn in its own update"
     gan.sync({**s, "g_tr": g_tr, "g_nt": g_nt, "g_opt": g_opt, "d_nt": d_nt})
-    np.testing.assert_array_equal(np.array(gan.generator.get_layer("latent_mean").kernel.value), means)
+    np.testing.assert_array_equal(np.array(gan.generator.get_layer("latent_mode").kernel.value), pick)
 
 
 def test_info_weight_trains_g_and_the_mode_reader_and_a_resumed_run_keeps_q(images, tmp_path):

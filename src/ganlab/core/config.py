@@ -84,8 +84,9 @@ class TrainConfig:
     # G's loss on this share of each batch's fakes, those D scores most real (top-k training,
     # docs/design.md); 1.0 = all of them, as the sources do.
     g_top_k: float = 1.0
-    # G's latent as a mixture of this many Gaussians, each mode as likely (ganlab.nets.models._latent,
-    # docs/design.md); 0 = the one Gaussian of the sources. Unconditional models only.
+    # G also reads a categorical code of this many values, each as likely, drawn from z (its mode: which of
+    # its first numbers is largest; ganlab.nets.models._latent, docs/design.md); 0 = z alone, as the
+    # sources. Unconditional models only.
     latent_modes: int = 0
     # InfoGAN's weight (Chen et al. 2016) on a reader Q of the latent's mode from G's image: G and Q also
     # minimise this x Q's cross-entropy, so each mode draws images Q tells apart. Needs latent_modes; 0 = off.
@@ -149,7 +150,7 @@ class TrainConfig:
         _check(0 < self.g_top_k <= 1, "train.g_top_k", self.g_top_k,
                "a share in (0, 1]: 1.0 (G learns from every fake) or e.g. 0.5 (from the half D scores most real)")
         _check(self.latent_modes == 0 or 2 <= self.latent_modes <= self.z_dim, "train.latent_modes",
-               self.latent_modes, f"0 (one Gaussian) or an integer in [2, train.z_dim = {self.z_dim}], e.g. 10")
+               self.latent_modes, f"0 (z alone) or an integer in [2, train.z_dim = {self.z_dim}], e.g. 10")
         _check(self.latent_modes == 0 or not SPECS[self.model].conditional, "train.latent_modes", self.latent_modes,
                f"0 for {self.model} (its digit input already picks the mode)")
         _check(0 <= self.info_weight <= 10, "train.info_weight", self.info_weight,

@@ -30,34 +30,24 @@ def _units(n: int, width: float) -> int:
 _MODE_SHARPNESS = 1e6
 
 
-def _latent_means(modes: int, z_dim: int) -> np.ndarray:
-    """Fixed draws of N(0, I) (seed 0), rounded to 10 bits of mantissa: a GPU's TF32 matrix product
-    (on by default on recent NVIDIA GPUs) then adds a one-hot's mean exactly, as a CPU does."""
-    means = np.random.default_rng(0).standard_normal((modes, z_dim)).astype(np.float32)
-    return (means.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
-
-
 def _latent(z, z_dim: int, modes: int):
-    """z, or with `modes` z plus the mean of the mode that the largest of z's first `modes` numbers
-    picks (each mode as likely): a mixture of `modes` Gaussians, each cut to where its own number is
-    the largest. The means (`_latent_means`) lie about sqrt(2 z_dim) standard deviations apart (14 at
-    z_dim 100), so little of the latent lies between modes; G's first layer still maps each mean where it
-    likes. Stock, frozen float32 layers (the one-hot as a sharp softmax), so the saved G loads in plain
-    Keras. (A stock layer that only scales, `Rescaling`, needs TensorFlow, which a JAX stage runs
-    without: the picking is a Dense, so a GPU's TF32 product rounds z first, and there, by estimate,
-    about 2 draws in 1,000 blend the two largest modes.)"""
+    """z, or with `modes` z joined by the one-hot of its mode: which of z's first `modes` numbers is the
+    largest (each mode as likely). A categorical code, as InfoGAN's, that G reads as `cdcgan`'s G reads
+    the digit, but drawn from z itself, so every sampler still draws one N(0, I) z. A stock, frozen
+    float32 Dense picks and scales z's first numbers and a softmax makes them one-hot, so the saved G
+    loads in plain Keras. (A stock layer that only scales, `Rescaling`, needs TensorFlow, which a JAX
+    stage runs without: the picking is a Dense, so a GPU's TF32 product rounds z first, and there, by
+    estimate, about 2 draws in 1,000 blend the two largest modes.)"""
     if not modes:
         return z
     if not 2 <= modes <= z_dim:
         raise ValueError(f"a latent of {z_dim} numbers takes 2 to {z_dim} modes, not {modes}")
-    # Zeros until set: a random initialiser would draw from Keras' seed and move D's first weights.
-    pick, mean = (layers.Dense(n, use_bias=False, trainable=False, kernel_initializer="zeros", dtype="float32",
-                               name=name) for n, name in ((modes, "latent_mode"), (z_dim, "latent_mean")))
+    # Zeros until set: a random initialiser would draw from Keras' seed.
+    pick = layers.Dense(modes, use_bias=False, trainable=False, kernel_initializer="zeros", dtype="float32",
+                        name="latent_mode")
     onehot = layers.Softmax(dtype="float32", name="latent_onehot")(pick(z))
-    out = layers.Add(dtype="float32", name="latent")([z, mean(onehot)])
     pick.set_weights([np.eye(z_dim, modes, dtype=np.float32) * _MODE_SHARPNESS])
-    mean.set_weights([_latent_means(modes, z_dim)])
-    return out
+    return layers.Concatenate(dtype="float32", name="latent")([z, onehot])
 
 
 def _generator(z_dim: int, stack: list, modes: int = 0) -> keras.Model:
@@ -213,7 +203,7 @@ def mode_reader(modes: int, width: float = 1.0) -> keras.Model:
 
 
 def latent_mode(z, modes: int):
-    """The mode of the mixture latent (`_latent`) that z falls in: the index of the largest of its first `modes`
+    """z's mode, the categorical code G reads (`_latent`): the index of the largest of z's first `modes`
     numbers, as the latent's own layers pick it."""
     return keras.ops.argmax(z[:, :modes], axis=-1)
 
@@ -272,8 +262,8 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
 
 def build_generator(name: str, z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
     """G of architecture `name`; `fused=False` gives the DCGAN's G the blog's UpSampling2D + Conv2D layers
-    instead of `UpConv2D` (the same function); `modes` draws its latent from a mixture of that many
-    Gaussians (`_latent`; unconditional Gs only)."""
+    instead of `UpConv2D` (the same function); with `modes` G also reads a categorical code of that many
+    values drawn from z (`_latent`; unconditional Gs only)."""
     kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
     return BUILDERS[name][0](z_dim, width, **kwargs)
 

@@ -71,7 +71,7 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop("label_smoothing")
     if keep["g_top_k"] == 1:  # likewise: only a share below 1 is hashed
         keep.pop("g_top_k")
-    if not keep["latent_modes"]:  # likewise: only a mixture latent is hashed
+    if not keep["latent_modes"]:  # likewise: only a latent with a code is hashed
         keep.pop("latent_modes")
     if not keep["info_weight"]:  # likewise: only a set InfoGAN term is hashed
         keep.pop("info_weight")
