@@ -167,6 +167,11 @@ def test_info_weight_trains_g_and_the_mode_reader_to_tell_the_latents_modes_apar
     assert changed(q0, weights(info.mode_reader)), "Q did not learn in G's update"
     assert mode_cross_entropy(info, z) < 0.8 * first, (first, mode_cross_entropy(info, z))  # 2.31 -> 1.56
     info.set_data(images)  # the iteration reports Q's term beside the losses; a GAN without Q does not
-    assert "info_loss" in tf.function(info.train_step)(None) and "info_loss" not in plain.history_metrics
+    d0 = weights(info.discriminator)
+    logs = tf.function(info.train_step)(None)
+    assert float(logs["info_loss"]) > 0 and "info_loss" not in plain.history_metrics
+    d1 = weights(info.discriminator)
+    step(z)
+    assert changed(d0, d1) and not changed(d1, weights(info.discriminator)), "G's step with Q moved D"
     with_info = dataclasses.replace(cfg, info_weight=1)
     assert T.fingerprint(T.resolved(cfg), "h") != T.fingerprint(T.resolved(with_info), "h")

@@ -190,13 +190,16 @@ def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
     return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
-def mode_reader(modes: int, width: float = 1.0) -> keras.Model:
+def mode_reader(name: str, modes: int, width: float = 1.0) -> keras.Model:
     """InfoGAN's Q for `train.info_weight`: reads back from G's image which of the latent's `modes` drew it,
-    as `modes` logits. D's convolutions without BatchNorm or Dropout (it only ever runs in G's step, on
-    fakes), so it holds no state but its weights; about as many FLOPs as D, some 5% of a DCGAN iteration."""
+    as `modes` logits. Of the family of architecture `name`'s D, without BatchNorm or Dropout (it only ever
+    runs in G's step, on fakes), so it holds no state but its weights: the DCGANs' convolutions (about as
+    many FLOPs as D, some 5% of an iteration), a Dense for the MLPs (whose JAX step runs 20 iterations
+    a call, where XLA's CPU convolutions run slowly)."""
     stack: list = [keras.Input(IMG_SHAPE)]
-    for n in (32, 64, 128):
-        stack.append(layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"))
+    if name in UPCONV:
+        for n in (32, 64, 128):
+            stack.append(layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"))
     stack += [layers.Flatten(), layers.Dense(_units(256, width), activation="relu"),
               layers.Dense(modes, dtype="float32")]
     return keras.Sequential(stack, name="mode_reader")

@@ -123,7 +123,8 @@ class GAN(keras.Model):
 
     def g_variables(self) -> list:
         """What G's optimiser updates: G's trainable weights, then Q's (`mode_reader`) when there is one."""
-        return self.generator.trainable_variables + (self.mode_reader.trainable_variables if self.mode_reader else [])
+        return self.generator.trainable_variables + (
+            self.mode_reader.trainable_variables if self.mode_reader is not None else [])
 
     @property
     def history_metrics(self) -> tuple[str, ...]:

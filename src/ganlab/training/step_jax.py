@@ -3,8 +3,8 @@
 `fit()`'s JAX trainer threads only `self.optimizer`'s variables, and a GAN has two optimisers, so
 this module runs its own loop, as keras.io's "custom train step in JAX" guide does. Each compiled
 call takes every variable as an array (G and D, with BatchNorm statistics and Dropout's seed state,
-both optimisers' slots, the EMA), runs `steps_per_execution` iterations in `lax.fori_loop`, and
-returns them. The Keras variables are brought up to date after every call, so callbacks, samples
+both optimisers' slots, the EMA, Q for `train.info_weight`), runs `steps_per_execution` iterations
+in `lax.fori_loop`, and returns them. The Keras variables are brought up to date after every call, so callbacks, samples
 and checkpoints see what `fit()` would show them; the callbacks are driven through `CallbackList`.
 
 On several devices (`ganlab.training.devices.Replicas`) the state is replicated and each iteration's

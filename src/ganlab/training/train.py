@@ -73,6 +73,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
         keep.pop("g_top_k")
     if not keep["latent_modes"]:  # likewise: only a latent with a code is hashed
         keep.pop("latent_modes")
+    else:  # with the code's form (`models._latent`), so a latent of another form is never read as this one
+        keep["latent_code"] = "one_hot"
     if not keep["info_weight"]:  # likewise: only a set InfoGAN term is hashed
         keep.pop("info_weight")
     if keep["d_learning_rate"] == keep["learning_rate"]:  # likewise: one rate for both hashes as a null one
@@ -83,8 +85,9 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
 
 
 def weights_digest(gan: GAN) -> str:
-    """A short hash of every weight, to check that workers and replicas hold the same model."""
-    return models.weights_digest(gan.generator, gan.discriminator)
+    """A short hash of every weight (G, D and Q when there is one), to check that workers and replicas
+    hold the same model."""
+    return models.weights_digest(gan.generator, gan.discriminator, *filter(None, [gan.mode_reader]))
 
 
 @keras.saving.register_keras_serializable("ganlab")
@@ -121,11 +124,12 @@ def make_gan(cfg: TrainConfig, strategy, fused: bool = True) -> GAN:
         step = importlib.import_module(f"ganlab.training.step_{keras.backend.backend()}")
         spec = SPECS[cfg.model]
         on_tf = keras.backend.backend() == "tensorflow"
+        # InfoGAN's Q, built after G and D, so theirs are the weights they have without it under one seed.
+        reader = models.mode_reader(cfg.model, cfg.latent_modes, cfg.width) if cfg.info_weight else None
         gan = step.GAN(g, d, z_dim=cfg.z_dim, seed=cfg.seed, d_schedule=cfg.d_schedule,
                        conditional=spec.conditional, fakes_training=spec.fakes_training,
                        label_smoothing=cfg.label_smoothing, g_top_k=cfg.g_top_k,
-                       # Built after G and D, so theirs are the weights they have without it under one seed.
-                       mode_reader=models.mode_reader(cfg.latent_modes, cfg.width) if cfg.info_weight else None,
+                       mode_reader=reader,
                        info_weight=cfg.info_weight,
                        **({} if on_tf else {"replicas": strategy}))
         if cfg.ema:
