@@ -37,8 +37,7 @@ def test_repo_params_load():
         ({"train": {"g_top_k": 0}}, ["train.g_top_k", "a share in (0, 1]"]),
         ({"train": {"latent_modes": 1}}, ["train.latent_modes", "0 (z alone) or an integer in [2, "]),
         ({"train": {"z_dim": 8, "latent_modes": 10}}, ["train.latent_modes", "in [2, train.z_dim = 8]"]),
-        ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "0 for cdcgan"]),
-        ({"train": {"info_weight": 1}}, ["train.info_weight", "0 without train.latent_modes"]),
+        ({"train": {"model": "cdcgan", "latent_modes": 10}}, ["train.latent_modes", "null or 0 for cdcgan"]),
         ({"train": {"latent_modes": 10, "info_weight": -1}}, ["train.info_weight", "a weight in (0, 10]"]),
         ({"train": {"mixed_precision": "on"}}, ["train.mixed_precision", "auto, off, float16, bfloat16"]),
         ({"train": {"sample_interval": 7, "checkpoint_interval": 10}}, ["train.checkpoint_interval", "multiple"]),
@@ -107,3 +106,21 @@ def test_a_checkpoint_interval_off_the_models_sample_interval_is_refused():
         resolve(TrainConfig(model="mlp", checkpoint_interval=500))  # mlp samples every 1,000
     assert "train.checkpoint_interval = 500" in str(err.value) and "1000" in str(err.value)
     assert resolve(TrainConfig(model="dcgan", checkpoint_interval=600)).checkpoint_interval == 600
+
+
+def test_the_code_and_its_reader_resolve_by_model_and_refuse_what_cannot_be():
+    from ganlab.nets.specs import resolve
+
+    def code(**kw):
+        r = resolve(TrainConfig(**kw))
+        return r.latent_modes, r.info_weight
+
+    assert code(model="dcgan_tuned") == (10, 1.0) and code(model="dcgan") == code(model="mlp") == (0, 0.0)
+    assert code(model="dcgan_tuned", latent_modes=0) == (0, 0.0)  # no code: no reader either
+    assert code(model="dcgan", latent_modes=4, info_weight=0.5) == (4, 0.5)
+    for kw, words in [(dict(model="mlp", info_weight=1.0), "train.info_weight = 1.0 is not allowed without a code"),
+                      (dict(model="dcgan_tuned", z_dim=8), "(dcgan_tuned's 10) is not allowed with train.z_dim = 8")]:
+        with pytest.raises(ConfigError) as err:
+            resolve(TrainConfig(**kw))
+        assert words in str(err.value) and "\n" not in str(err.value)
+

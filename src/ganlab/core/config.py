@@ -86,11 +86,12 @@ class TrainConfig:
     g_top_k: float = 1.0
     # G also reads a categorical code of this many values, each as likely, drawn from z (its mode: which of
     # its first numbers is largest; ganlab.nets.models._latent, docs/design.md); 0 = z alone, as the
-    # sources. Unconditional models only.
-    latent_modes: int = 0
+    # sources. null = the model's reference (ganlab.nets.specs: dcgan_tuned 10, the others 0).
+    latent_modes: int | None = None
     # InfoGAN's weight (Chen et al. 2016) on a reader Q of the latent's mode from G's image: G and Q also
-    # minimise this x Q's cross-entropy, so each mode draws images Q tells apart. Needs latent_modes; 0 = off.
-    info_weight: float = 0.0
+    # minimise this x Q's cross-entropy, so each mode draws images Q tells apart. Needs a code; 0 = off.
+    # null = the model's reference where there is a code (dcgan_tuned 1), else 0.
+    info_weight: float | None = None
     # The Keras backend the train stage runs on (set as KERAS_BACKEND before Keras is imported).
     # jax: its own compiled loop, on one or many devices; the fastest on CPU for the MLPs, slow for convolutions.
     # auto: the model's fastest (ganlab.training.backend.choose), or KERAS_BACKEND when the environment sets it.
@@ -149,14 +150,15 @@ class TrainConfig:
                    "null (the model's reference) or a number in [0, 0.5), e.g. 0.1 (real targets 0.9)")
         _check(0 < self.g_top_k <= 1, "train.g_top_k", self.g_top_k,
                "a share in (0, 1]: 1.0 (G learns from every fake) or e.g. 0.5 (from the half D scores most real)")
-        _check(self.latent_modes == 0 or 2 <= self.latent_modes <= self.z_dim, "train.latent_modes",
-               self.latent_modes, f"0 (z alone) or an integer in [2, train.z_dim = {self.z_dim}], e.g. 10")
-        _check(self.latent_modes == 0 or not SPECS[self.model].conditional, "train.latent_modes", self.latent_modes,
-               f"0 for {self.model} (its digit input already picks the mode)")
-        _check(0 <= self.info_weight <= 10, "train.info_weight", self.info_weight,
-               "0 (off) or a weight in (0, 10], e.g. 1 (InfoGAN's)")
-        _check(self.info_weight == 0 or self.latent_modes >= 2, "train.info_weight", self.info_weight,
-               "0 without train.latent_modes: Q reads back the latent's mode (set e.g. train.latent_modes: 10)")
+        if self.latent_modes is not None:
+            _check(self.latent_modes == 0 or 2 <= self.latent_modes <= self.z_dim, "train.latent_modes",
+                   self.latent_modes,
+                   f"null (the model's reference), 0 (z alone) or an integer in [2, train.z_dim = {self.z_dim}]")
+            _check(self.latent_modes == 0 or not SPECS[self.model].conditional, "train.latent_modes",
+                   self.latent_modes, f"null or 0 for {self.model} (its digit input already picks the mode)")
+        if self.info_weight is not None:  # whether there is a code to read is known once resolved
+            _check(0 <= self.info_weight <= 10, "train.info_weight", self.info_weight,
+                   "null (the model's reference), 0 (off) or a weight in (0, 10], e.g. 1 (InfoGAN's)")
         if self.ema is not None:
             _check(0 <= self.ema < 1, "train.ema", self.ema,
                    "null (the model's reference), 0 (off) or a decay in (0, 1), e.g. 0.999")

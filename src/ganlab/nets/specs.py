@@ -45,6 +45,10 @@ class ModelSpec:
     # What `train.backend: auto` picks (make bench on CPUs, docs/benchmarks.md; not measured on GPUs): XLA
     # fuses the MLPs' whole step; JAX's DCGAN step runs at about half TensorFlow's speed with oneDNN.
     fastest_backend: str = "tensorflow"
+    # A categorical code of this many values beside z (`train.latent_modes: null`), and InfoGAN's weight
+    # on reading it back from G's images (`train.info_weight: null`, only with a code); 0 = none.
+    latent_modes: int = 0
+    info_weight: float = 0.0
 
 
 # The book (Adam() defaults, 20,000 iterations sampled every 1,000), Keras-GAN (Adam(2e-4, 0.5); its
@@ -70,7 +74,7 @@ SPECS: dict[str, ModelSpec] = {
     # 4.02 against G's 5.91 at 3,000 iterations, without the dot G draws near the bottom-right corner.
     "dcgan_tuned": ModelSpec(batch_size=200, learning_rate=4e-4, d_learning_rate=2e-4, beta_1=0.5, iterations=3_000,
                              sample_interval=300, checkpoint_interval=300, cpu_bf16=True, steps_per_execution=1,
-                             fakes_training=True, label_smoothing=0.1, ema=0.995),
+                             fakes_training=True, label_smoothing=0.1, ema=0.995, latent_modes=10, info_weight=1.0),
     "cdcgan": ModelSpec(batch_size=200, learning_rate=2e-4, beta_1=0.5, iterations=3_000, sample_interval=300,
                         checkpoint_interval=300, cpu_bf16=True, steps_per_execution=1, conditional=True,
                         fakes_training=True),
@@ -79,7 +83,8 @@ MODEL_NAMES = tuple(SPECS)
 
 # The train settings whose `null` (or `auto`) `resolve` fills in; logged as `train.resolved.*`.
 RESOLVED = ("iterations", "batch_size", "learning_rate", "d_learning_rate", "beta_1", "sample_interval",
-            "checkpoint_interval", "steps_per_execution", "label_smoothing", "lr_decay", "ema", "backend")
+            "checkpoint_interval", "steps_per_execution", "label_smoothing", "lr_decay", "ema", "latent_modes",
+            "info_weight", "backend")
 
 
 def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
@@ -101,6 +106,15 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
     if cfg.keep == "best_ema" and cfg.ema is None and not spec.ema:
         raise ConfigError(f"params.yaml: train.keep = best_ema is not allowed; {cfg.model} keeps no EMA of G by "
                           "default: set train.ema (e.g. 0.999) or use train.keep: best")
+    modes = spec.latent_modes if cfg.latent_modes is None else cfg.latent_modes
+    if modes > cfg.z_dim:
+        raise ConfigError(f"params.yaml: train.latent_modes = null ({cfg.model}'s {modes}) is not allowed with "
+                          f"train.z_dim = {cfg.z_dim}; set train.latent_modes: 0 or a train.z_dim of at least {modes}")
+    # A null weight is the model's only where there is a code to read: `latent_modes: 0` turns off both.
+    info_weight = (spec.info_weight if modes else 0.0) if cfg.info_weight is None else cfg.info_weight
+    if info_weight and not modes:
+        raise ConfigError(f"params.yaml: train.info_weight = {info_weight} is not allowed without a code; set "
+                          "train.latent_modes (e.g. 10: Q reads back the latent's mode) or train.info_weight: 0")
     learning_rate = cfg.learning_rate or spec.learning_rate
     return dataclasses.replace(
         cfg,
@@ -113,6 +127,8 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
         label_smoothing=spec.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         lr_decay=spec.lr_decay if cfg.lr_decay is None else cfg.lr_decay,
         ema=spec.ema if cfg.ema is None else cfg.ema,
+        latent_modes=modes,
+        info_weight=info_weight,
         sample_interval=sample,
         checkpoint_interval=checkpoint,
         steps_per_execution=cfg.steps_per_execution or spec.steps_per_execution,
