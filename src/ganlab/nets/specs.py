@@ -115,8 +115,9 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
     # A null weight is the model's only where there is a code to read: `latent_modes: 0` turns off both.
     info_weight = (spec.info_weight if modes else 0.0) if cfg.info_weight is None else cfg.info_weight
     if info_weight and not modes:
-        raise ConfigError(f"params.yaml: train.info_weight = {info_weight} is not allowed without a code; set "
-                          "train.latent_modes (e.g. 10: Q reads back the latent's mode) or train.info_weight: 0")
+        fix = "train.info_weight: 0" if spec.conditional else \
+            "train.latent_modes (e.g. 10: Q reads back the latent's mode) or train.info_weight: 0"
+        raise ConfigError(f"params.yaml: train.info_weight = {info_weight} is not allowed without a code; set {fix}")
     learning_rate = cfg.learning_rate or spec.learning_rate
     return dataclasses.replace(
         cfg,
