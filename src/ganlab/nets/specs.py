@@ -109,7 +109,7 @@ def resolve(cfg: TrainConfig, backend: str | None = None) -> TrainConfig:
         raise ConfigError(f"params.yaml: train.keep = best_ema is not allowed; {cfg.model} keeps no EMA of G by "
                           "default: set train.ema (e.g. 0.999) or use train.keep: best")
     modes = spec.latent_modes if cfg.latent_modes is None else cfg.latent_modes
-    if modes > cfg.z_dim:
+    if cfg.latent_modes is None and modes > cfg.z_dim:  # a set value is checked with the others (`validate`)
         raise ConfigError(f"params.yaml: train.latent_modes = null ({cfg.model}'s {modes}) is not allowed with "
                           f"train.z_dim = {cfg.z_dim}; set train.latent_modes: 0 or a train.z_dim of at least {modes}")
     # A null weight is the model's only where there is a code to read: `latent_modes: 0` turns off both.

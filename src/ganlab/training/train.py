@@ -87,7 +87,8 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
 def weights_digest(gan: GAN) -> str:
     """A short hash of every weight (G, D and Q when there is one), to check that workers and replicas
     hold the same model."""
-    return models.weights_digest(gan.generator, gan.discriminator, *filter(None, [gan.mode_reader]))
+    reader = [] if gan.mode_reader is None else [gan.mode_reader]
+    return models.weights_digest(gan.generator, gan.discriminator, *reader)
 
 
 @keras.saving.register_keras_serializable("ganlab")
