@@ -65,6 +65,20 @@ def test_a_conditional_run_gets_a_section_on_the_digit_asked_for(tmp_path):
         ["line"], tmp_path, tmp_path, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, None, "run1")]
 
 
+def test_a_run_with_a_code_gets_a_section_on_what_each_value_draws(tmp_path):
+    code = {"purity": 0.8, "distinct_digits": 2, "digit": {"0": 4, "1": 7, "2": 7},
+            "share": {"0": 1.0, "1": 0.9, "2": 0.5}, "unsure": {"0": 0.1, "1": 0.0, "2": 0.3}}
+    parts = report.sections(["line"], tmp_path, tmp_path, tmp_path, {**EVAL, "code": code, "code_ema": code},
+                            {"test_accuracy": 0.99}, 1000, None, "run1")
+    section = next(s for s in parts if s.title == "The latent's code")
+    assert "80.00%" in section.blocks[0][1] and "2 digits over 3 values" in section.blocks[0][1]
+    table = section.blocks[1][1]
+    assert table["digit"].tolist() == [4, 7, 7] and table["its EMA: digit"].tolist() == [4, 7, 7]
+    assert section.blocks[2][1].name == "codes.png"
+    assert "The latent's code" not in [s.title for s in report.sections(
+        ["line"], tmp_path, tmp_path, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, None, "run1")]
+
+
 def test_runs_are_named_by_experiment_and_show_what_differs():
     import pandas as pd
 

@@ -13,6 +13,7 @@ import pandas as pd
 from ganlab.core.config import EvaluateConfig
 from ganlab.evaluation import classifier as clf
 from ganlab.evaluation.metrics import (
+    code_digits,
     confusion,
     interpolate,
     kth_radius,
@@ -21,7 +22,7 @@ from ganlab.evaluation.metrics import (
     pixel_gap,
     quality,
 )
-from ganlab.nets.models import d_input, draw, grid_digits, is_conditional
+from ganlab.nets.models import code_values, d_input, draw, grid_digits, is_conditional, with_code
 from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -51,6 +52,7 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     """D's confusion matrix on real test images against as many fresh fakes, and the quality of those
     fakes next to real train images (the reference) and noise; return (metrics, D(real), D(fake)).
     With `ema` (the moving average of G), its fakes from the same z are scored too, as `quality_ema`.
+    A G that reads a code (`train.latent_modes`) is scored on `code` too: which digit each value draws.
     A conditional G is asked for the digits 0-9 in turn, and scored on `label_agreement` too; its D
     judges real test images with their labels `y_test`, and fakes with the digits they were asked for.
 
@@ -78,6 +80,11 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     if ema is not None:
         metrics["quality_ema"] = q["ema"]
         metrics["pixel_gap_ema"] = pixel_gap(more["ema"], real)
+    if modes := code_values(generator):  # which digit each value of the latent's code draws
+        codes = z[:, :modes].argmax(1)
+        metrics["code"] = code_digits(codes, clf.embed(classifier, fakes)[2])
+        if ema is not None:
+            metrics["code_ema"] = code_digits(codes, clf.embed(classifier, more["ema"])[2])
     if conditional:
         metrics["label_agreement"] = label_agreement(digits, clf.embed(classifier, fakes)[2].argmax(1))
         if ema is not None:
@@ -95,7 +102,8 @@ def confusion_rows(d_real: np.ndarray, d_fake: np.ndarray) -> pd.DataFrame:
 
 def pictures(generator, x_train: np.ndarray, cm: dict, cfg: EvaluateConfig, z_dim: int, out: Path) -> list[Path]:
     """Grids (4x4, 5x5, 10x10), latent interpolations, nearest training images and the confusion
-    heatmap, all from fixed z so that runs compare picture for picture; return the files."""
+    heatmap (and a row per digit or per code value, for a G that reads one), all from fixed z so that
+    runs compare picture for picture; return the files."""
     out.mkdir(parents=True, exist_ok=True)
     z_fixed = np.random.default_rng(0).standard_normal((100, z_dim)).astype(np.float32)
     grids = draw(generator, z_fixed)
@@ -104,6 +112,9 @@ def pictures(generator, x_train: np.ndarray, cm: dict, cfg: EvaluateConfig, z_di
     if conditional:  # one row per digit, the same ten z in each row
         files.append(save_grid(draw(generator, np.tile(z_fixed[:10], (10, 1)), np.repeat(np.arange(10), 10)), 10,
                                out / "digits.png"))
+    if modes := code_values(generator):  # one row per value of the code, the rest of the same ten z
+        rows = [with_code(z_fixed[:10], modes, value) for value in range(modes)]
+        files.append(save_image(tile(draw(generator, np.concatenate(rows)), modes, 10), out / "codes.png"))
     z_pairs = np.random.default_rng(1).standard_normal((cfg.n_interpolations, 2, z_dim)).astype(np.float32)
     # A conditional G keeps one digit along each line (line i: digit i mod 10).
     strip = np.concatenate([draw(generator, interpolate(a, b, 10), np.full(10, i % 10) if conditional else None)

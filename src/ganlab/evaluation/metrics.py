@@ -185,3 +185,20 @@ def label_agreement(asked: np.ndarray, read: np.ndarray) -> dict:
     return {"overall": round(float((asked == read).mean()), 5),
             "per_digit": {str(d): round(float((read[asked == d] == d).mean()), 5) for d in range(10)
                           if (asked == d).any()}}
+
+
+def code_digits(codes: np.ndarray, probs: np.ndarray) -> dict:
+    """Which digit each value of G's latent code draws, as the classifier reads its fakes: per value the
+    most common digit, the share of the value's fakes read as it, and their `unsure_share`; overall the
+    share of fakes read as their value's digit (`purity`) and how many digits some value draws."""
+    codes, read = np.ravel(codes), probs.argmax(1)
+    digit, share, unsure, hits = {}, {}, {}, 0
+    for value in np.unique(codes):
+        mine = codes == value
+        counts = np.bincount(read[mine], minlength=probs.shape[1])
+        key = str(int(value))
+        digit[key], share[key] = int(counts.argmax()), round(float(counts.max() / mine.sum()), 5)
+        unsure[key] = round(unsure_share(probs[mine]), 5)
+        hits += int(counts.max())
+    return {"purity": round(hits / len(codes), 5), "distinct_digits": len(set(digit.values())),
+            "digit": digit, "share": share, "unsure": unsure}

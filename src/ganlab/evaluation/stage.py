@@ -57,4 +57,6 @@ def evaluate_stage(params: Params, paths: EvaluatePaths) -> str:
             f"modes {q['modes_covered']}/10, precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
             f"coverage {q['coverage']:.3f}"
             + (f", label agreement {metrics['label_agreement']['overall']:.3f}" if "label_agreement" in metrics
-               else ""))
+               else "")
+            + (f", code purity {metrics['code']['purity']:.3f} ({metrics['code']['distinct_digits']} digits over "
+               f"{len(metrics['code']['digit'])} values)" if "code" in metrics else ""))

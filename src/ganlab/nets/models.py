@@ -211,6 +211,21 @@ def latent_mode(z, modes: int):
     return keras.ops.argmax(z[:, :modes], axis=-1)
 
 
+def code_values(generator: keras.Model) -> int:
+    """How many values the latent's code of a (saved or built) G takes: `train.latent_modes`, 0 without."""
+    names = {layer.name: layer for layer in generator.layers}
+    return int(names["latent_mode"].units) if "latent_mode" in names else 0
+
+
+def with_code(z: np.ndarray, modes: int, value: int) -> np.ndarray:
+    """z with `value` made its mode by swapping z's largest of the first `modes` numbers into place: a
+    draw as likely under N(0, I) as z, whose code is `value` and whose other numbers are z's."""
+    z = np.array(z, np.float32, copy=True)
+    rows, top = np.arange(len(z)), z[:, :modes].argmax(1)
+    z[rows, top], z[rows, value] = z[rows, value], z[rows, top]
+    return z
+
+
 # The models whose G upsamples with `UpConv2D` (their builders take `fused`).
 UPCONV = ("dcgan", "dcgan_tuned", "cdcgan")
 # One builder pair per name of `ganlab.nets.specs.SPECS` (tests/test_models.py holds the two lists equal).

@@ -210,6 +210,7 @@ def sections(lines: list[str], train_dir: Path, evaluate_dir: Path, out_dir: Pat
             ("table", metric_rows(m_eval["quality"], m_eval["reference"], m_eval.get("noise", {}),
                                   m_eval.get("quality_ema")))]),
         *([digit_section(m_eval, evaluate_dir)] if "label_agreement" in m_eval else []),
+        *([code_section(m_eval, evaluate_dir)] if "code" in m_eval else []),
         Section("Runs in this experiment", [("table", runs_table(runs, run_id) if runs is not None else
                                              pd.DataFrame())]),
     ]
@@ -226,6 +227,24 @@ def digit_section(m_eval: dict, evaluate_dir: Path) -> Section:
               "the digit they were asked for" + (f" ({ema['overall']:.2%} for its EMA)." if ema else ".")),
         ("table", rows),
         ("img", evaluate_dir / "digits.png", "One row per digit, 0 to 9, from the same ten z")])
+
+
+def code_section(m_eval: dict, evaluate_dir: Path) -> Section:
+    """A G that reads a code (`train.latent_modes`): which digit each value draws, how purely, how sure."""
+    code, ema = m_eval["code"], m_eval.get("code_ema")
+    rows = pd.DataFrame({"value": list(code["digit"]), "digit": list(code["digit"].values()),
+                         "share read as it": list(code["share"].values()),
+                         "unsure share": list(code["unsure"].values())})
+    if ema:
+        rows["its EMA: digit"] = list(ema["digit"].values())
+        rows["its EMA: share"] = list(ema["share"].values())
+    return Section("The latent's code", [
+        ("p", f"Each value of the code draws mostly one digit: {code['purity']:.2%} of the generated images are "
+              f"read by the classifier as their value's digit, {code['distinct_digits']} digits over "
+              f"{len(code['digit'])} values" + (f" ({ema['purity']:.2%} and {ema['distinct_digits']} for its EMA)."
+                                                if ema else ".")),
+        ("table", rows),
+        ("img", evaluate_dir / "codes.png", "One row per value of the code, the rest of the same ten z")])
 
 
 def quality_section(m_train: dict, train_dir: Path) -> Section:
