@@ -45,8 +45,8 @@ def main() -> None:
         logits = np.ravel(d.predict(fakes, batch_size=1000, verbose=0))
         best = {f"D's best half of {2 * n}": np.sort(np.argsort(-logits[: 2 * n])[:n]),
                 f"D's best quarter of {4 * n}": np.sort(np.argsort(-logits)[:n])}
-        q = quality_report(classifier, fakes[:n], reals, x_test[:n], cfg.pr_k, cfg.seed,
-                           {k: fakes[idx] for k, idx in best.items()})
+        q, _ = quality_report(classifier, fakes[:n], reals, x_test[:n], cfg.pr_k, cfg.seed,
+                              {k: fakes[idx] for k, idx in best.items()})
         for key in ("real_reference", "generated", *best):
             r = q[key]
             print(f"{name:14s} {key:26s} FD {r['frechet_distance']:.2f} score {r['classifier_score']:.2f} "

@@ -148,29 +148,17 @@ def test_pixel_gap_finds_a_bright_corner_dot_and_only_there():
 
 
 def test_code_digits_names_each_values_digit_its_share_and_its_unsure_share():
-    codes = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
-    probs = onehot(np.array([4, 4, 4, 9, 7, 7, 7, 7, 1]))
-    probs[3] = (onehot(4) + onehot(9)) / 2  # a blend: unsure, read as 4 (the first of two equal)
-    code = metrics.code_digits(codes, probs)
-    assert code["digit"] == {"0": 4, "1": 7, "2": 7} and code["distinct_digits"] == 2
-    assert code["share"] == {"0": 1.0, "1": 1.0, "2": 0.66667} and code["purity"] == pytest.approx(8 / 9, abs=1e-5)
-    assert code["unsure"] == {"0": 0.25, "1": 0.0, "2": 0.0}
+    codes = np.array([5, 0, 5, 2, 0, 5, 0, 2, 0])  # out of order; values 1, 3 and 4 drew nothing
+    probs = onehot(np.array([7, 4, 7, 9, 4, 1, 4, 9, 4]))
+    probs[1] = (onehot(4) + onehot(9)) / 2  # a blend: unsure, read as 4 (the first of two equal)
+    code = metrics.code_digits(codes, probs, 6)
+    assert code["digit"] == {"0": 4, "1": -1, "2": 9, "3": -1, "4": -1, "5": 7} and code["distinct_digits"] == 3
+    assert code["share"] == {"0": 1.0, "1": 0.0, "2": 1.0, "3": 0.0, "4": 0.0, "5": 0.66667}
+    assert code["purity"] == pytest.approx(8 / 9, abs=1e-5)
+    assert code["unsure"] == {"0": 0.25, "1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0}
 
 
-def test_with_code_sets_the_mode_and_keeps_the_draw():
-    from ganlab.nets.models import with_code
-
-    z = np.random.default_rng(3).standard_normal((500, 12)).astype(np.float32)
-    for value in (0, 5):
-        moved = with_code(z, 6, value)
-        assert (moved[:, :6].argmax(1) == value).all()
-        np.testing.assert_array_equal(np.sort(moved[:, :6], 1), np.sort(z[:, :6], 1))  # the same numbers
-        np.testing.assert_array_equal(moved[:, 6:], z[:, 6:])
-    already = z[:, :6].argmax(1) == 2
-    np.testing.assert_array_equal(with_code(z, 6, 2)[already], z[already])
-
-
-def test_a_generator_with_a_code_is_scored_and_drawn_per_value(tmp_path):
+def test_a_generator_with_a_code_is_scored_and_drawn_per_value(tmp_path, monkeypatch):
     import keras
 
     from ganlab.core.config import EvaluateConfig
@@ -178,17 +166,30 @@ def test_a_generator_with_a_code_is_scored_and_drawn_per_value(tmp_path):
     from ganlab.nets import models
     from ganlab.nets.saving import load_model
 
+    keras.utils.set_random_seed(0)
     g, d = models.build("mlp", z_dim=8, width=0.1, modes=4)
     g.save(tmp_path / "g.keras")
     saved = load_model(tmp_path / "g.keras")
-    assert models.code_values(saved) == 4 and models.code_values(models.build_generator("mlp", 8, 0.1)) == 0
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (60, 28, 28, 1)).astype(np.float32)
+    ema = models.build_generator("mlp", 8, 0.1, modes=4)  # other weights: its own fakes, its own figures
+    x = np.random.default_rng(0).uniform(-1, 1, (60, 28, 28, 1)).astype(np.float32)
     cfg = EvaluateConfig(n_samples=40, pr_k=2, n_interpolations=2, n_neighbours=3)
-    keras.utils.set_random_seed(0)
-    m, _, _ = ev.judge(saved, d, build_classifier(), x, x[:50], cfg, 8, ema=saved)
-    assert sorted(m["code"]["digit"]) == ["0", "1", "2", "3"] and m["code_ema"] == m["code"]
-    assert 0.25 <= m["code"]["purity"] <= 1 and 1 <= m["code"]["distinct_digits"] <= 4
+    classifier = build_classifier()
+    # Untrained, it reads every image as one digit; its last layer 300 times sharper reads them apart.
+    kernel, bias = classifier.layers[-1].get_weights()
+    classifier.layers[-1].set_weights([kernel * 300, bias])
+    m, _, _ = ev.judge(saved, d, classifier, x, x[:50], cfg, 8, ema=ema)
+    assert m["code"] != m["code_ema"]
+    z = np.random.default_rng(cfg.seed).standard_normal((40, 8)).astype(np.float32)  # judge's z
+    for key, net in (("code", saved), ("code_ema", ema)):
+        probs = classifier.predict(net.predict(z, verbose=0), verbose=0)
+        assert m[key] == metrics.code_digits(z[:, :4].argmax(1), probs, 4)
+    assert sorted(m["code"]["digit"]) == ["0", "1", "2", "3"]
+
+    drawn = []
+    monkeypatch.setattr(ev, "draw", lambda gen, zs, digits=None: drawn.append(zs) or models.draw(gen, zs, digits))
     files = ev.pictures(saved, x, m["confusion"], cfg, 8, tmp_path / "out")
     picture = keras.utils.load_img(tmp_path / "out/codes.png", color_mode="grayscale")
     assert tmp_path / "out/codes.png" in files and picture.size == (3 * (10 * 30 + 2), 3 * (4 * 30 + 2))
+    rows = next(zs for zs in drawn if len(zs) == 40).reshape(4, 10, 8)  # the codes picture's z
+    assert [list(np.unique(r[:, :4].argmax(1))) for r in rows] == [[0], [1], [2], [3]]
+    np.testing.assert_array_equal(rows[:, :, 4:], np.broadcast_to(rows[0, :, 4:], rows[:, :, 4:].shape))

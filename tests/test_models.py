@@ -137,6 +137,26 @@ def test_a_latent_with_modes_feeds_g_z_and_the_one_hot_of_its_mode():
         models.build("dcgan", 16, 0.25, modes=17)
 
 
+def test_with_code_sets_the_mode_and_keeps_the_draw():
+    z = np.random.default_rng(3).standard_normal((500, 12)).astype(np.float32)
+    for value in (0, 5):
+        moved = models.with_code(z, 6, value)
+        assert (np.asarray(models.latent_mode(moved, 6)) == value).all()
+        np.testing.assert_array_equal(np.sort(moved[:, :6], 1), np.sort(z[:, :6], 1))  # the same numbers
+        assert ((moved != z).sum(1) <= 2).all()  # two of them swapped, no more
+        np.testing.assert_array_equal(moved[:, 6:], z[:, 6:])
+    already = z[:, :6].argmax(1) == 2
+    np.testing.assert_array_equal(models.with_code(z, 6, 2)[already], z[already])
+
+
+def test_code_values_reads_the_codes_size_from_a_saved_generator(tmp_path):
+    g, _ = models.build("mlp", z_dim=8, width=0.1, modes=4)
+    saving.save_model(g, tmp_path / "g.keras")
+    assert models.code_values(saving.load_model(tmp_path / "g.keras")) == 4
+    assert models.code_values(models.build_generator("mlp", 8, 0.1)) == 0
+    assert models.code_values(models.build_generator("cdcgan", 8, 0.25)) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, modes", [("dcgan", 0), ("cdcgan", 0), ("dcgan", 4)])
 def test_a_saved_generator_loads_in_plain_keras_without_ganlab(name, modes, tmp_path):

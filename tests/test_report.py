@@ -66,14 +66,19 @@ def test_a_conditional_run_gets_a_section_on_the_digit_asked_for(tmp_path):
 
 
 def test_a_run_with_a_code_gets_a_section_on_what_each_value_draws(tmp_path):
-    code = {"purity": 0.8, "distinct_digits": 2, "digit": {"0": 4, "1": 7, "2": 7},
-            "share": {"0": 1.0, "1": 0.9, "2": 0.5}, "unsure": {"0": 0.1, "1": 0.0, "2": 0.3}}
-    parts = report.sections(["line"], tmp_path, tmp_path, tmp_path, {**EVAL, "code": code, "code_ema": code},
+    values = [str(v) for v in range(12)]
+    code = {"purity": 0.8, "distinct_digits": 10, "digit": {v: int(v) % 10 for v in sorted(values)},
+            "share": {v: 0.5 + int(v) / 100 for v in sorted(values)}, "unsure": dict.fromkeys(values, 0.1)}
+    ema = {**code, "purity": 0.75, "distinct_digits": 9, "share": {v: int(v) / 100 for v in sorted(values)}}
+    parts = report.sections(["line"], tmp_path, tmp_path, tmp_path, {**EVAL, "code": code, "code_ema": ema},
                             {"test_accuracy": 0.99}, 1000, None, "run1")
     section = next(s for s in parts if s.title == "The latent's code")
-    assert "80.00%" in section.blocks[0][1] and "2 digits over 3 values" in section.blocks[0][1]
+    text = section.blocks[0][1]
+    assert "80.00%" in text and "10 distinct digits over 12 values" in text and "(75.00% and 9 for its EMA)" in text
     table = section.blocks[1][1]
-    assert table["digit"].tolist() == [4, 7, 7] and table["its EMA: digit"].tolist() == [4, 7, 7]
+    assert table["value"].tolist() == values  # in the values' order, not the metrics file's (0, 1, 10, 11, 2)
+    assert table["share read as it"].tolist() == [0.5 + v / 100 for v in range(12)]
+    assert table["its EMA: share"].tolist() == [v / 100 for v in range(12)]
     assert section.blocks[2][1].name == "codes.png"
     assert "The latent's code" not in [s.title for s in report.sections(
         ["line"], tmp_path, tmp_path, tmp_path, EVAL, {"test_accuracy": 0.99}, 1000, None, "run1")]

@@ -22,7 +22,7 @@ from ganlab.evaluation.metrics import (
     pixel_gap,
     quality,
 )
-from ganlab.nets.models import code_values, d_input, draw, grid_digits, is_conditional, with_code
+from ganlab.nets.models import code_values, d_input, draw, grid_digits, is_conditional, latent_mode, with_code
 from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -31,20 +31,23 @@ def _sigmoid(logits) -> np.ndarray:
 
 
 def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray, k: int, seed: int = 0,
-                   more: dict[str, np.ndarray] | None = None) -> dict:
+                   more: dict[str, np.ndarray] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Quality of generated images, of real train images ("perfect") and of uniform noise ("hopeless"),
     and of any `more` named image sets (another generator's), each measured against `test` in the
-    classifier's feature space, which is embedded once for all of them.
+    classifier's feature space, which is embedded once for all of them. Return (the figures of each
+    set, the classifier's probabilities for each set), so that no set is read twice.
     """
     ref = clf.embed(model, test)
     radii = kth_radius(ref[1], k)
     noise = np.random.default_rng(seed).uniform(-1, 1, fakes.shape).astype(np.float32)
-    out = {}
+    out, probs = {}, {}
     sets = {"generated": fakes, "real_reference": reals, "noise_reference": noise, **(more or {})}
     for name, images in sets.items():
+        emb = clf.embed(model, images)
+        probs[name] = emb[2]
         out[name] = {key: round(val, 5) if isinstance(val, float) else val
-                     for key, val in quality(clf.embed(model, images), ref, k, radii).items()}
-    return out
+                     for key, val in quality(emb, ref, k, radii).items()}
+    return out, probs
 
 
 def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.ndarray, cfg: EvaluateConfig,
@@ -74,21 +77,22 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
     d_real = d_of(real, None if y_test is None else y_test[:n])
     d_fake = d_of(fakes, digits)
     ref_idx = np.sort(rng.choice(len(x_train), n, replace=False))
-    q = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed, more)
+    q, probs = quality_report(classifier, fakes, np.asarray(x_train[ref_idx]), real, cfg.pr_k, cfg.seed, more)
     metrics = {"confusion": confusion(d_real, d_fake), "quality": q["generated"], "reference": q["real_reference"],
                "noise": q["noise_reference"], "pixel_gap": pixel_gap(fakes, real)}
     if ema is not None:
         metrics["quality_ema"] = q["ema"]
         metrics["pixel_gap_ema"] = pixel_gap(more["ema"], real)
-    if modes := code_values(generator):  # which digit each value of the latent's code draws
-        codes = z[:, :modes].argmax(1)
-        metrics["code"] = code_digits(codes, clf.embed(classifier, fakes)[2])
+    # The code's values by the rule G's own layers apply, so that each fake is grouped by what G read.
+    if modes := code_values(generator):
+        codes = np.asarray(latent_mode(z, modes))
+        metrics["code"] = code_digits(codes, probs["generated"], modes)
         if ema is not None:
-            metrics["code_ema"] = code_digits(codes, clf.embed(classifier, more["ema"])[2])
+            metrics["code_ema"] = code_digits(codes, probs["ema"], modes)
     if conditional:
-        metrics["label_agreement"] = label_agreement(digits, clf.embed(classifier, fakes)[2].argmax(1))
+        metrics["label_agreement"] = label_agreement(digits, probs["generated"].argmax(1))
         if ema is not None:
-            metrics["label_agreement_ema"] = label_agreement(digits, clf.embed(classifier, more["ema"])[2].argmax(1))
+            metrics["label_agreement_ema"] = label_agreement(digits, probs["ema"].argmax(1))
     return metrics, d_real, d_fake
 
 
@@ -112,9 +116,10 @@ def pictures(generator, x_train: np.ndarray, cm: dict, cfg: EvaluateConfig, z_di
     if conditional:  # one row per digit, the same ten z in each row
         files.append(save_grid(draw(generator, np.tile(z_fixed[:10], (10, 1)), np.repeat(np.arange(10), 10)), 10,
                                out / "digits.png"))
-    if modes := code_values(generator):  # one row per value of the code, the rest of the same ten z
+    # The same ten z in every row, only the code set in turn: a row's differences are the code's doing.
+    if modes := code_values(generator):
         rows = [with_code(z_fixed[:10], modes, value) for value in range(modes)]
-        files.append(save_image(tile(draw(generator, np.concatenate(rows)), modes, 10), out / "codes.png"))
+        files.append(save_grid(draw(generator, np.concatenate(rows)), modes, out / "codes.png", 10))
     z_pairs = np.random.default_rng(1).standard_normal((cfg.n_interpolations, 2, z_dim)).astype(np.float32)
     # A conditional G keeps one digit along each line (line i: digit i mod 10).
     strip = np.concatenate([draw(generator, interpolate(a, b, 10), np.full(10, i % 10) if conditional else None)

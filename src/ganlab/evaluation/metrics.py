@@ -187,18 +187,21 @@ def label_agreement(asked: np.ndarray, read: np.ndarray) -> dict:
                           if (asked == d).any()}}
 
 
-def code_digits(codes: np.ndarray, probs: np.ndarray) -> dict:
-    """Which digit each value of G's latent code draws, as the classifier reads its fakes: per value the
-    most common digit, the share of the value's fakes read as it, and their `unsure_share`; overall the
-    share of fakes read as their value's digit (`purity`) and how many digits some value draws."""
+def code_digits(codes: np.ndarray, probs: np.ndarray, modes: int) -> dict:
+    """Which digit each of the `modes` values of G's latent code draws, as the classifier reads its fakes:
+    per value the most common digit, the share of the value's fakes read as it, and their `unsure_share`
+    (a value no fake drew: digit -1, both shares 0); overall the share of fakes read as their value's digit
+    (`purity`) and how many distinct digits the values draw."""
     codes, read = np.ravel(codes), probs.argmax(1)
     digit, share, unsure, hits = {}, {}, {}, 0
-    for value in np.unique(codes):
-        mine = codes == value
+    for value in range(modes):
+        mine, key = codes == value, str(value)
+        if not mine.any():
+            digit[key], share[key], unsure[key] = -1, 0.0, 0.0
+            continue
         counts = np.bincount(read[mine], minlength=probs.shape[1])
-        key = str(int(value))
         digit[key], share[key] = int(counts.argmax()), round(float(counts.max() / mine.sum()), 5)
         unsure[key] = round(unsure_share(probs[mine]), 5)
         hits += int(counts.max())
-    return {"purity": round(hits / len(codes), 5), "distinct_digits": len(set(digit.values())),
+    return {"purity": round(hits / len(codes), 5), "distinct_digits": len(set(digit.values()) - {-1}),
             "digit": digit, "share": share, "unsure": unsure}

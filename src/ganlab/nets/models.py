@@ -221,7 +221,7 @@ def with_code(z: np.ndarray, modes: int, value: int) -> np.ndarray:
     """z with `value` made its mode by swapping z's largest of the first `modes` numbers into place: a
     draw as likely under N(0, I) as z, whose code is `value` and whose other numbers are z's."""
     z = np.array(z, np.float32, copy=True)
-    rows, top = np.arange(len(z)), z[:, :modes].argmax(1)
+    rows, top = np.arange(len(z)), np.asarray(latent_mode(z, modes))
     z[rows, top], z[rows, value] = z[rows, value], z[rows, top]
     return z
 

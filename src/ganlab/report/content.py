@@ -232,19 +232,20 @@ def digit_section(m_eval: dict, evaluate_dir: Path) -> Section:
 def code_section(m_eval: dict, evaluate_dir: Path) -> Section:
     """A G that reads a code (`train.latent_modes`): which digit each value draws, how purely, how sure."""
     code, ema = m_eval["code"], m_eval.get("code_ema")
-    rows = pd.DataFrame({"value": list(code["digit"]), "digit": list(code["digit"].values()),
-                         "share read as it": list(code["share"].values()),
-                         "unsure share": list(code["unsure"].values())})
+    values = sorted(code["digit"], key=int)  # the metrics file sorts its keys as text: 0, 1, 10, 11, ..., 2
+    rows = pd.DataFrame({"value": values, "digit": [code["digit"][v] for v in values],
+                         "share read as it": [code["share"][v] for v in values],
+                         "unsure share": [code["unsure"][v] for v in values]})
     if ema:
-        rows["its EMA: digit"] = list(ema["digit"].values())
-        rows["its EMA: share"] = list(ema["share"].values())
+        rows["its EMA: digit"] = [ema["digit"].get(v) for v in values]
+        rows["its EMA: share"] = [ema["share"].get(v) for v in values]
     return Section("The latent's code", [
-        ("p", f"Each value of the code draws mostly one digit: {code['purity']:.2%} of the generated images are "
-              f"read by the classifier as their value's digit, {code['distinct_digits']} digits over "
-              f"{len(code['digit'])} values" + (f" ({ema['purity']:.2%} and {ema['distinct_digits']} for its EMA)."
-                                                if ema else ".")),
+        ("p", f"{code['purity']:.2%} of the generated images are read by the classifier as the digit most "
+              f"common among those of their value of the code; the values draw {code['distinct_digits']} "
+              f"distinct digits over {len(values)} values"
+              + (f" ({ema['purity']:.2%} and {ema['distinct_digits']} for its EMA)." if ema else ".")),
         ("table", rows),
-        ("img", evaluate_dir / "codes.png", "One row per value of the code, the rest of the same ten z")])
+        ("img", evaluate_dir / "codes.png", "One row per value of the code, the rest of the same ten z (of G)")])
 
 
 def quality_section(m_train: dict, train_dir: Path) -> Section:
