@@ -82,9 +82,11 @@ serve: $(STAMP) ## Serve the champion generator: POST z to http://127.0.0.1:5001
 # MLflow's default of 4 worker processes (or MLFLOW_WORKERS); each starts by importing MLflow's server
 # (about 4 s of CPU, docs/benchmarks.md).
 WORKERS ?= $(or $(MLFLOW_WORKERS),4)
+# MLflow's server jobs (the huey consumers behind its GenAI features) do nothing for the runs ganlab logs:
+# off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION is set, the server starts 2 processes instead of 10.
 server: $(STAMP) ## Start an MLflow tracking server (SQLite store, served artifacts) on 127.0.0.1
 	@echo "MLflow server: http://$(HOST):$(PORT)   use it with: export MLFLOW_TRACKING_URI=http://$(HOST):$(PORT)"
-	mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} mlflow server --backend-store-uri sqlite:///mlflow.db --serve-artifacts --artifacts-destination ./mlartifacts \
 	  --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 resend: $(STAMP) ## Send MLflow writes queued in mlflow-pending/ while the tracking server was away
