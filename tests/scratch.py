@@ -89,7 +89,7 @@ def make_project(dest: Path, tracking_uri: str | None = None, **env_extra: str) 
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "DVC_GLOBAL_CONFIG_DIR": os.environ["GANLAB_TESTS_DVC_CONFIG"],
            # Without it every dvc command starts a daemon that sends DVC's usage report: a process and a
-           # connection beyond the loopback each time (about 60 a suite).
+           # connection beyond the loopback each time (55 in one run of the suite).
            "DVC_NO_ANALYTICS": "1", **env_extra}
     env.pop("KERAS_BACKEND", None)  # as on a user's machine: params.yaml's train.backend decides
     env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # `make server`'s own default
