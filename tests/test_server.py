@@ -74,22 +74,22 @@ def test_make_server_stores_in_project_folders(served, repro):
     assert any((dest / "mlartifacts").rglob("report.html")), "artifacts are served from the project's folder"
 
 
-def session_commands(leader: int) -> list[str]:
-    """The command lines of every process in the session `leader` started (the server's process group)."""
+def group_commands(leader: int) -> list[str]:
+    """The command lines of the processes whose SID is `leader`: the server and all it started."""
     commands = []
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and os.getsid(int(proc.name)) == leader:
                 commands.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except (OSError, ProcessLookupError):
-            continue  # ended meanwhile
+        except OSError:  # ProcessLookupError: ended meanwhile
+            continue
     return commands
 
 
 def test_make_server_runs_no_job_consumers(served):
     """MLflow's server jobs are off unless asked for: no huey consumer beside the server's workers."""
     _, _, server = served
-    commands = session_commands(server.proc.pid)
+    commands = group_commands(server.proc.pid)
     assert any("mlflow" in c and "server" in c for c in commands), commands
     assert not [c for c in commands if "huey" in c], commands
 
