@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import keras
 import numpy as np
@@ -231,14 +232,19 @@ def replica_rows(x: np.ndarray, iterations: int) -> dict:
 
 
 def dcgan_rows(x: np.ndarray, iterations: int) -> dict:
-    """The blog's DCGAN (batch 200) in float32 with the fused UpConv2D and with the blog's UpSampling +
-    Conv2D layers, and in bfloat16 where the CPU has it natively; with the blog's 3,000-iteration time."""
+    """The blog's DCGAN (batch 200) in float32 with the fused layers (`UpConv2D`, `FusedBatchNormalization`),
+    with `UpConv2D` and Keras' BatchNormalization, and with the blog's stock layers, and in bfloat16 where
+    the CPU has it natively; with the blog's 3,000-iteration time."""
     cfg = TrainConfig(model="dcgan", steps_per_execution=1, mixed_precision="off")
+    with mock.patch.object(models, "FusedBatchNormalization", keras.layers.BatchNormalization):
+        keras_bn = round(compiled_its(x, cfg, iterations), 3)
     rows: dict = {"float32": round(compiled_its(x, cfg, iterations), 3),
+                  "float32_keras_batchnorm": keras_bn,
                   "float32_upsampling_conv": round(compiled_its(x, cfg, iterations, fused=False), 3),
                   # XLA's own CPU kernels in place of oneDNN's: one of the candidates for the step's speed
                   "float32_xla": round(compiled_its(x, dataclasses.replace(cfg, jit_compile=True), iterations), 3)}
     rows["fused_speedup"] = round(rows["float32"] / rows["float32_upsampling_conv"], 2)
+    rows["fused_batchnorm_speedup"] = round(rows["float32"] / keras_bn, 2)
     if cpu_info()["bf16_flags"]:
         rows["bfloat16"] = round(compiled_its(x, dataclasses.replace(cfg, mixed_precision="bfloat16"), iterations), 3)
         rows["bfloat16_speedup"] = round(rows["bfloat16"] / rows["float32"], 2)

@@ -8,7 +8,7 @@ import pytest
 
 from ganlab.core.files import StageError
 from ganlab.nets import models, saving
-from ganlab.nets.layers import UpConv2D
+from ganlab.nets.layers import FusedBatchNormalization, UpConv2D
 from ganlab.nets.specs import SPECS
 
 from .conftest import upconv_and_layer_pair
@@ -108,6 +108,41 @@ def test_upconv_equals_upsampling_then_conv(size, c_in, c_out):
     # Relative too: outputs reach ~30, and the two sum 128 float32 products in different orders
     # (on AVX-512 cores oneDNN's order differed by 1.7e-5 at 27.86, 7e-7 relative).
     np.testing.assert_allclose(np.asarray(up(x)), want, rtol=1e-5, atol=1e-5)
+
+
+def _batch_norm_pass(layer, x: np.ndarray, dtype: str) -> list[np.ndarray]:
+    """A training-mode pass with its gradients and moving averages, then an inference-mode pass."""
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(tf.cast(xt, dtype), training=True)
+        loss = tf.reduce_sum(tf.cast(y, "float32") * tf.sin(tf.cast(y, "float32")))
+    grads = tape.gradient(loss, [xt, *layer.trainable_variables])
+    stats = [layer.moving_mean, layer.moving_variance]
+    return [np.asarray(tf.cast(v, "float32")) for v in (y, *grads, *stats, layer(xt, training=False))]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_batch_norm_computes_keras_batch_norm(dtype):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((16, 6, 6, 5)) * 3 + 1).astype(np.float32)
+    policy = "float32" if dtype == "float32" else "mixed_bfloat16"
+    stock = keras.layers.BatchNormalization(momentum=0.8, dtype=policy)
+    fused = FusedBatchNormalization(momentum=0.8, dtype=policy)
+    start = [rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal(5), rng.uniform(0.5, 2, 5)]
+    for layer in (stock, fused):
+        layer.build(x.shape)
+        layer.set_weights(start)
+    tol = 1e-4 if dtype == "float32" else 2e-2
+    for want, got in zip(_batch_norm_pass(stock, x, dtype), _batch_norm_pass(fused, x, dtype), strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    # ... and through the fused kernel, not Keras' own ops.
+    graph = tf.function(lambda v: fused(v, training=True)).get_concrete_function(tf.constant(x)).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
 
 
 def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):

@@ -1,4 +1,5 @@
-"""Custom Keras layers of the architectures; importing this module registers them for loading."""
+"""Custom Keras layers of the DCGANs; importing this module registers them for loading. Each computes
+the function of stock Keras layers, faster: `models.portable` swaps the stock ones back in."""
 
 from __future__ import annotations
 
@@ -60,3 +61,35 @@ class UpConv2D(layers.Conv2D):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+
+@keras.saving.register_keras_serializable(package="ganlab")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, whose training-mode call on TensorFlow is one fused kernel (oneDNN's,
+    where it is on) instead of about ten element-wise ops and reductions each way: the same batch
+    statistics, outputs and moving averages, in about half the time on 28x28 maps (docs/benchmarks.md).
+    Inference, JAX (whose XLA fuses the ops itself) and the options the kernel lacks take Keras' path.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        plain = (not training or not self.trainable or mask is not None or len(inputs.shape) != 4
+                 or self.axis not in (-1, 3) or not (self.center and self.scale) or self.synchronized
+                 or self.renorm or keras.backend.backend() != "tensorflow")
+        if plain:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # As Keras does: the statistics in float32 whatever the compute dtype.
+        x = tf.cast(inputs, tf.float32)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32), epsilon=self.epsilon,
+            is_training=True)
+        # The kernel returns the unbiased variance (for its own moving average); Keras averages the
+        # biased one, which is also what normalised the batch.
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        variance = variance * (n - 1.0) / n
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
+        self.moving_variance.assign(
+            self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m))
+        return tf.cast(y, self.compute_dtype)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ganlab.nets.layers import UpConv2D
+from ganlab.nets.layers import FusedBatchNormalization, UpConv2D
 
 IMG_SHAPE = (28, 28, 1)
 
@@ -111,6 +111,10 @@ def mlp_bn_discriminator(width: float = 1.0) -> keras.Model:
     )
 
 
+def _batch_norm(fused: bool) -> layers.Layer:
+    return FusedBatchNormalization() if fused else layers.BatchNormalization()
+
+
 def _dcgan_g_layers(z_dim: int, width: float, fused: bool) -> list:
     c = _units(128, width)
 
@@ -123,9 +127,9 @@ def _dcgan_g_layers(z_dim: int, width: float, fused: bool) -> list:
         layers.Dense(7 * 7 * c, activation="relu"),
         layers.Reshape((7, 7, c)),
         *up(c),
-        layers.BatchNormalization(),
+        _batch_norm(fused),
         *up(_units(64, width)),
-        layers.BatchNormalization(),
+        _batch_norm(fused),
         layers.Conv2D(1, 4, padding="same", activation="tanh", dtype="float32"),
     ]
 
@@ -133,17 +137,18 @@ def _dcgan_g_layers(z_dim: int, width: float, fused: bool) -> list:
 def dcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
     """The blog's G: Dense(7*7*128, relu), 2x (UpSampling, Conv2D(k=4, relu), BN), Conv2D(1, 4, tanh).
 
-    With `fused` (the default) each UpSampling + Conv2D pair is one `UpConv2D`: same weights, same
-    outputs, 25/64 of the multiply-adds. `fused=False` builds the blog's layers, for the benchmark.
+    With `fused` (the default) each UpSampling + Conv2D pair is one `UpConv2D` (same weights, same
+    outputs, 25/64 of the multiply-adds) and each BatchNorm a `FusedBatchNormalization`. `fused=False`
+    builds the blog's stock layers: the benchmark's comparison, and `portable`'s saved G.
     """
     return _generator(z_dim, _dcgan_g_layers(z_dim, width, fused), modes)
 
 
-def _dcgan_d_layers(width: float) -> list:
+def _dcgan_d_layers(width: float, fused: bool) -> list:
     stack: list = []
     for n in (32, 64, 128):
         stack += [layers.Conv2D(_units(n, width), 4, strides=2, padding="same", activation="relu"),
-                  layers.BatchNormalization()]
+                  _batch_norm(fused)]
     return stack + [
         layers.Flatten(),
         layers.Dense(_units(256, width), activation="relu"),
@@ -152,9 +157,10 @@ def _dcgan_d_layers(width: float) -> list:
     ]
 
 
-def dcgan_discriminator(width: float = 1.0) -> keras.Model:
-    """The blog's D: Conv2D 32/64/128 (k=4, s=2, relu) each with BN, Dense(256), Dropout(0.25), Dense(1)."""
-    return keras.Sequential([keras.Input(IMG_SHAPE), *_dcgan_d_layers(width)], name="discriminator")
+def dcgan_discriminator(width: float = 1.0, fused: bool = True) -> keras.Model:
+    """The blog's D: Conv2D 32/64/128 (k=4, s=2, relu) each with BN, Dense(256), Dropout(0.25), Dense(1);
+    `fused` as for G."""
+    return keras.Sequential([keras.Input(IMG_SHAPE), *_dcgan_d_layers(width, fused)], name="discriminator")
 
 
 def _apply(stack: list, x):
@@ -180,13 +186,13 @@ def cdcgan_generator(z_dim: int, width: float = 1.0, fused: bool = True) -> kera
     return keras.Model({"z": z, "digit": digit}, out, name="generator")
 
 
-def cdcgan_discriminator(width: float = 1.0) -> keras.Model:
+def cdcgan_discriminator(width: float = 1.0, fused: bool = True) -> keras.Model:
     """The blog's D conditioned on the digit, as keras.io's conditional GAN: the one-hot digit spread
     over ten 28x28 planes joined to the image as channels. Inputs `image` and `digit`."""
     image = keras.Input(IMG_SHAPE, name="image")
     digit = keras.Input((1,), dtype="int32", name="digit")
     planes = layers.UpSampling2D(IMG_SHAPE[:2])(layers.Reshape((1, 1, 10))(_one_hot(digit)))
-    out = _apply(_dcgan_d_layers(width), layers.Concatenate()([image, planes]))
+    out = _apply(_dcgan_d_layers(width, fused), layers.Concatenate()([image, planes]))
     return keras.Model({"image": image, "digit": digit}, out, name="discriminator")
 
 
@@ -226,7 +232,7 @@ def with_code(z: np.ndarray, modes: int, value: int) -> np.ndarray:
     return z
 
 
-# The models whose G upsamples with `UpConv2D` (their builders take `fused`).
+# The models built of `ganlab.nets.layers`' fused layers (their builders take `fused`).
 UPCONV = ("dcgan", "dcgan_tuned", "cdcgan")
 # One builder pair per name of `ganlab.nets.specs.SPECS` (tests/test_models.py holds the two lists equal).
 BUILDERS: dict[str, tuple[Callable[..., keras.Model], Callable[..., keras.Model]]] = {
@@ -279,9 +285,9 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
 
 
 def build_generator(name: str, z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
-    """G of architecture `name`; `fused=False` gives the DCGAN's G the blog's UpSampling2D + Conv2D layers
-    instead of `UpConv2D` (the same function); with `modes` G also reads a categorical code of that many
-    values drawn from z (`_latent`; unconditional Gs only)."""
+    """G of architecture `name`; `fused=False` gives the DCGAN's G the blog's stock layers instead of
+    `UpConv2D` and `FusedBatchNormalization` (the same function); with `modes` G also reads a categorical
+    code of that many values drawn from z (`_latent`; unconditional Gs only)."""
     kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
     return BUILDERS[name][0](z_dim, width, **kwargs)
 
@@ -289,13 +295,15 @@ def build_generator(name: str, z_dim: int, width: float = 1.0, fused: bool = Tru
 def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True,
           modes: int = 0) -> tuple[keras.Model, keras.Model]:
     """Return (generator, discriminator) for architecture `name` (`build_generator` says what `fused` and
-    `modes` do to G; `fused=False` is the benchmark's comparison)."""
-    return build_generator(name, z_dim, width, fused, modes), BUILDERS[name][1](width)
+    `modes` do to G, and `fused` to the DCGANs' D; `fused=False` is the benchmark's comparison)."""
+    d_kwargs = {} if fused or name not in UPCONV else {"fused": False}
+    return build_generator(name, z_dim, width, fused, modes), BUILDERS[name][1](width, **d_kwargs)
 
 
 def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
-    """`generator` with stock Keras layers only (each `UpConv2D` as the blog's UpSampling2D + Conv2D),
-    the same weights and outputs: saved, it loads in plain Keras, without this package."""
+    """`generator` with stock Keras layers only (each `UpConv2D` as the blog's UpSampling2D + Conv2D, each
+    `FusedBatchNormalization` as Keras' own), the same weights and outputs: saved, it loads in plain
+    Keras, without this package."""
     if name not in UPCONV:
         return generator
     stock = build_generator(name, z_dim, width, fused=False, modes=modes)
