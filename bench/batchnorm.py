@@ -49,7 +49,7 @@ def timed_calls(gans: dict, calls: int, iterations: int) -> dict:
             rows[name]["cores_busy"].append(round(cpu / wall, 2))
             rows[name]["cpu_s_per_iteration"].append(round(cpu / iterations, 3))
     for row in rows.values():
-        row.update(best_its=max(row["its"]), median_cpu_s=statistics.median(row["cpu_s_per_iteration"]))
+        row.update(best_its=max(row["its"]), median_cpu_s=round(statistics.median(row["cpu_s_per_iteration"]), 3))
     return rows
 
 
