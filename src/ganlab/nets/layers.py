@@ -1,5 +1,5 @@
 """Custom Keras layers of the DCGANs; importing this module registers them for loading. Each computes
-the function of stock Keras layers, faster: `models.portable` swaps the stock ones back in."""
+the function of stock Keras layers, faster: `models.portable` swaps the stock ones back into G."""
 
 from __future__ import annotations
 
