@@ -40,7 +40,7 @@ from ganlab.core.config import TrainConfig
 from ganlab.core.hardware import ONEDNN_ENV, cpu_info, onednn_state
 from ganlab.data.arrays import load_split
 from ganlab.nets import models
-from ganlab.training.devices import select_device, settle_determinism
+from ganlab.training.devices import applied_jit_compile, select_device, settle_determinism
 from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,9 +240,11 @@ def dcgan_rows(x: np.ndarray, iterations: int) -> dict:
         keras_bn = round(compiled_its(x, cfg, iterations), 3)
     rows: dict = {"float32": round(compiled_its(x, cfg, iterations), 3),
                   "float32_keras_batchnorm": keras_bn,
-                  "float32_upsampling_conv": round(compiled_its(x, cfg, iterations, fused=False), 3),
-                  # XLA's own CPU kernels in place of oneDNN's: one of the candidates for the step's speed
-                  "float32_xla": round(compiled_its(x, dataclasses.replace(cfg, jit_compile=True), iterations), 3)}
+                  "float32_upsampling_conv": round(compiled_its(x, cfg, iterations, fused=False), 3)}
+    # XLA's own CPU kernels in place of oneDNN's: one of the candidates for the step's speed. Keras runs
+    # the step without XLA while op determinism is on (as here, on a CPU): no row then.
+    xla = dataclasses.replace(cfg, jit_compile=True)
+    rows["float32_xla"] = round(compiled_its(x, xla, iterations), 3) if applied_jit_compile(xla) else None
     rows["fused_speedup"] = round(rows["float32"] / rows["float32_upsampling_conv"], 2)
     rows["fused_batchnorm_speedup"] = round(rows["float32"] / keras_bn, 2)
     if cpu_info()["bf16_flags"]:

@@ -42,6 +42,16 @@ def test_auto_on_this_machine_applies_a_policy_and_records_it():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def test_jit_compile_is_recorded_as_it_runs_under_tensorflows_determinism(monkeypatch, caplog):
+    from tensorflow.python.framework import config as tf_config
+
+    for determinism, want in ((True, False), (False, True)):
+        monkeypatch.setattr(tf_config, "is_op_determinism_enabled", lambda on=determinism: on)
+        assert devices.applied_jit_compile(TrainConfig(model="dcgan", jit_compile=True)) is want
+    assert "set train.deterministic: false" in caplog.text
+    assert devices.applied_jit_compile(TrainConfig(model="dcgan")) is False
+
+
 class _JaxConfig:
     """What `jax_compilation_cache` reads and sets of `jax.config`, with JAX's defaults."""
 

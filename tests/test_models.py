@@ -140,9 +140,16 @@ def test_fused_batch_norm_computes_keras_batch_norm(dtype):
     tol = 1e-4 if dtype == "float32" else 2e-2
     for want, got in zip(_batch_norm_pass(stock, x, dtype), _batch_norm_pass(fused, x, dtype), strict=True):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-    # ... and through the fused kernel, not Keras' own ops.
-    graph = tf.function(lambda v: fused(v, training=True)).get_concrete_function(tf.constant(x)).graph
-    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+    # ... and through the fused kernel, not Keras' own ops; in inference, or where the kernel would not
+    # compute Keras' function (float64, a tiny epsilon), through Keras' own.
+    def kernels(layer, v, training=True):
+        graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(tf.constant(v)).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in kernels(fused, x)
+    assert "FusedBatchNormV3" not in kernels(fused, x, training=False)
+    assert "FusedBatchNormV3" not in kernels(FusedBatchNormalization(dtype="float64"), x.astype(np.float64))
+    assert "FusedBatchNormV3" not in kernels(FusedBatchNormalization(epsilon=1e-6), x)
 
 
 def test_dcgan_generator_keeps_the_blogs_parameters_and_saves(tmp_path):

@@ -72,9 +72,12 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
+        # The kernel computes in float32 and, on GPUs, with an epsilon of at least 1.001e-5 (cuDNN's).
         plain = (not training or not self.trainable or mask is not None or len(inputs.shape) != 4
                  or self.axis not in (-1, 3) or not (self.center and self.scale) or self.synchronized
-                 or self.renorm or keras.backend.backend() != "tensorflow")
+                 or self.renorm or self.epsilon < 1.001e-5
+                 or keras.backend.standardize_dtype(inputs.dtype) not in ("float32", "bfloat16", "float16")
+                 or keras.backend.backend() != "tensorflow")
         if plain:
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf

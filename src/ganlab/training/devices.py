@@ -219,6 +219,20 @@ def _deterministic(cfg: TrainConfig, on_gpu: bool) -> bool:
     return False
 
 
+def applied_jit_compile(cfg: TrainConfig) -> bool:
+    """`train.jit_compile` as the step will run: Keras compiles TensorFlow's step without XLA, with only a
+    warning, while TensorFlow's op determinism is on (`train.deterministic`, on by default on a CPU)."""
+    if not cfg.jit_compile or keras.backend.backend() != "tensorflow":
+        return cfg.jit_compile
+    from tensorflow.python.framework.config import is_op_determinism_enabled  # the test Keras makes
+
+    if is_op_determinism_enabled():
+        log.warning("train.jit_compile is true, but Keras runs TensorFlow's step without XLA while its op "
+                    "determinism is on; set train.deterministic: false to compile the step with XLA")
+        return False
+    return True
+
+
 def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int, workers: int, chief: bool,
           policy: str, deterministic: bool) -> dict[str, Any]:
     return {
@@ -233,7 +247,7 @@ def _info(cfg: TrainConfig, device: str, cpu: dict, strategy: str, replicas: int
         "precision": policy,
         # TensorFlow's oneDNN kernels (ganlab.core.hardware turns them on); "n/a" on JAX.
         "onednn": onednn_state() if keras.backend.backend() == "tensorflow" else "n/a",
-        "jit_compile": cfg.jit_compile,
+        "jit_compile": applied_jit_compile(cfg),  # what ran, as precision is recorded
         "deterministic": deterministic,
     }
 

@@ -194,7 +194,7 @@ def train(cfg: TrainConfig, images: np.ndarray, data_hash: str, samples_dir: Pat
                          "images; lower train.batch_size")
     strategy, device = select_device(cfg)
     log.info("device %s, %s x%d, %s, jit=%s", device["device"], device["strategy"], device["replicas"],
-             device["precision"], cfg.jit_compile)
+             device["precision"], device["jit_compile"])
     gan = make_gan(cfg, strategy)
     fp = fingerprint(cfg, data_hash)
     chief = device["chief"]
