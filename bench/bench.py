@@ -100,8 +100,8 @@ def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict
             for jit in (False, True):
                 cfg = TrainConfig(model=model, mixed_precision=mixed, jit_compile=jit)
                 _, info = select_device(cfg)
-                print(f"  {model} precision={info['precision']} xla={jit} ...", flush=True)
-                rows.append({"model": model, "precision": info["precision"], "jit_compile": jit,
+                print(f"  {model} precision={info['precision']} xla={info['jit_compile']} ...", flush=True)
+                rows.append({"model": model, "precision": info["precision"], "jit_compile": info["jit_compile"],
                              "device": info["device"], "its": round(compiled_its(x, cfg, its), 2)})
     # select_device set a global policy: leave float32 for the book's loop that may follow.
     keras.mixed_precision.set_global_policy("float32")

@@ -3,7 +3,7 @@
 Run: python bench/tf_calls.py [--calls 12] [--iterations 4]
 Needs data/prepared (`dvc repro prepare`). One GAN (batch 200, float32, one step a call), compiled once,
 then timed as `fit()` runs it (a new tf.data iterator each call), as Keras' train function over one
-iterator kept for every call, and over a new iterator each call. Prints each call's it/s and cores busy
+iterator kept for every call, and over a new iterator each call, the three taking turns call by call. Prints each call's it/s and cores busy
 (the process's CPU time over the call's wall time); docs/benchmarks.md says what they showed.
 """
 
@@ -50,15 +50,16 @@ def main() -> None:
     ways = {"fit()": lambda: gan.run(1, args.iterations, []),
             "train function, one iterator": lambda: over(kept),
             "train function, a new iterator a call": lambda: over(iter(dummy))}
-    print(f"{os.cpu_count()} CPUs; {args.iterations} iterations a call; each call: it/s (cores busy)")
-    for name, call in ways.items():
-        calls = []
-        for _ in range(args.calls):
+    calls: dict[str, list[str]] = {name: [] for name in ways}
+    for _ in range(args.calls):  # the ways take turns, so each sees the same moments of a shared machine
+        for name, call in ways.items():
             cpu0, t0 = sum(os.times()[:2]), time.perf_counter()
             call()
             wall = time.perf_counter() - t0
-            calls.append(f"{args.iterations / wall:.2f} ({(sum(os.times()[:2]) - cpu0) / wall:.2f})")
-        print(f"{name:38s} {' '.join(calls)}", flush=True)
+            calls[name].append(f"{args.iterations / wall:.2f} ({(sum(os.times()[:2]) - cpu0) / wall:.2f})")
+    print(f"{os.cpu_count()} CPUs; {args.iterations} iterations a call; each call: it/s (cores busy)")
+    for name, row in calls.items():
+        print(f"{name:38s} {' '.join(row)}")
 
 
 if __name__ == "__main__":

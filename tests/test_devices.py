@@ -52,6 +52,14 @@ def test_jit_compile_is_recorded_as_it_runs_under_tensorflows_determinism(monkey
     assert devices.applied_jit_compile(TrainConfig(model="dcgan")) is False
 
 
+def test_the_recorded_jit_compile_is_what_keras_compiles():
+    from ganlab.training.train import make_gan, resolved
+
+    cfg = resolved(TrainConfig(model="mlp", backend="tensorflow", width=0.1, jit_compile=True))
+    strategy, info = devices.select_device(cfg)
+    assert make_gan(cfg, strategy).jit_compile is info["jit_compile"]
+
+
 class _JaxConfig:
     """What `jax_compilation_cache` reads and sets of `jax.config`, with JAX's defaults."""
 

@@ -220,10 +220,13 @@ def _deterministic(cfg: TrainConfig, on_gpu: bool) -> bool:
 
 
 def applied_jit_compile(cfg: TrainConfig) -> bool:
-    """`train.jit_compile` as the step will run: Keras compiles TensorFlow's step without XLA, with only a
-    warning, while TensorFlow's op determinism is on (`train.deterministic`, on by default on a CPU)."""
-    if not cfg.jit_compile or keras.backend.backend() != "tensorflow":
-        return cfg.jit_compile
+    """Whether the step will run compiled by XLA: always on JAX; on TensorFlow as `train.jit_compile` asks,
+    except that Keras compiles the step without XLA, with only a warning, while TensorFlow's op
+    determinism is on (`train.deterministic`, on by default on a CPU)."""
+    if keras.backend.backend() == "jax":
+        return True  # the JAX step is always compiled (jax.jit)
+    if not cfg.jit_compile:
+        return False
     from tensorflow.python.framework.config import is_op_determinism_enabled  # the test Keras makes
 
     if is_op_determinism_enabled():
