@@ -3,8 +3,9 @@
 Run: python bench/tf_calls.py [--calls 12] [--iterations 4]
 Needs data/prepared (`dvc repro prepare`). One GAN (batch 200, float32, one step a call), compiled once,
 then timed as `fit()` runs it (a new tf.data iterator each call), as Keras' train function over one
-iterator kept for every call, and over a new iterator each call, the three taking turns call by call. Prints each call's it/s and cores busy
-(the process's CPU time over the call's wall time); docs/benchmarks.md says what they showed.
+iterator kept for every call, and over a new iterator each call, the three taking turns call by call.
+Prints each call's it/s and cores busy (the process's CPU time over the call's wall time);
+docs/benchmarks.md says what they showed.
 """
 
 from __future__ import annotations
