@@ -284,11 +284,16 @@ def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None
     return generator.predict(g_input(z, digits), batch_size=batch_size, verbose=0)
 
 
+def _stock_layers(name: str, fused: bool) -> dict:
+    """The builder's keyword for `fused=False`; only the DCGANs' builders take it."""
+    return {} if fused or name not in UPCONV else {"fused": False}
+
+
 def build_generator(name: str, z_dim: int, width: float = 1.0, fused: bool = True, modes: int = 0) -> keras.Model:
     """G of architecture `name`; `fused=False` gives the DCGAN's G the blog's stock layers instead of
     `UpConv2D` and `FusedBatchNormalization` (the same function); with `modes` G also reads a categorical
     code of that many values drawn from z (`_latent`; unconditional Gs only)."""
-    kwargs = ({} if fused or name not in UPCONV else {"fused": False}) | ({"modes": modes} if modes else {})
+    kwargs = _stock_layers(name, fused) | ({"modes": modes} if modes else {})
     return BUILDERS[name][0](z_dim, width, **kwargs)
 
 
@@ -296,8 +301,7 @@ def build(name: str, z_dim: int, width: float = 1.0, fused: bool = True,
           modes: int = 0) -> tuple[keras.Model, keras.Model]:
     """Return (generator, discriminator) for architecture `name` (`build_generator` says what `fused` and
     `modes` do to G, and `fused` to the DCGANs' D; `fused=False` is the benchmark's comparison)."""
-    d_kwargs = {} if fused or name not in UPCONV else {"fused": False}
-    return build_generator(name, z_dim, width, fused, modes), BUILDERS[name][1](width, **d_kwargs)
+    return build_generator(name, z_dim, width, fused, modes), BUILDERS[name][1](width, **_stock_layers(name, fused))
 
 
 def portable(name: str, generator: keras.Model, z_dim: int, width: float = 1.0, modes: int = 0) -> keras.Model:
