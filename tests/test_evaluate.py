@@ -65,6 +65,20 @@ def test_manifold_scores_on_known_sets():
     assert metrics.manifold(real, fakes, 3, np.zeros(len(real)))["precision"] == 0.0
 
 
+
+def test_knn_radii_and_scores_are_scipys_distances_in_chunks_and_in_float32():
+    """`evaluate` measures the conv features' k-NN distances in float32 (classifier.embed), chunk by chunk."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(2)
+    real, fake = rng.standard_normal((300, 40)), rng.standard_normal((200, 40)) * 1.1
+    exact = np.sqrt(np.sort(cdist(real, real, "sqeuclidean"), 1)[:, 3])  # column 0: the point itself
+    for dtype in (np.float64, np.float32):
+        np.testing.assert_allclose(metrics.kth_radius(real.astype(dtype), 3, chunk=64), exact, rtol=1e-5)
+        chunked = metrics.manifold(real.astype(dtype), fake.astype(dtype), 3, chunk=64)
+        assert chunked == metrics.manifold(real, fake, 3, chunk=1000)
+    assert 0 < chunked["precision"] < 1 and 0 < chunked["coverage"] < 1
+
 def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothing():
     """Blank or grey images sit near the origin of the conv features, inside the large balls of a few
     outlying reals, and one real image drawn again and again sits inside its own ball: improved precision

@@ -81,16 +81,23 @@ def unsure_share(probs: np.ndarray, confident: float = 0.9) -> float:
     return float((probs.max(1) < confident).mean())
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between the rows of `a` and of `b`, shape (len(a), len(b))."""
-    return (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+def _sq_dists(a: np.ndarray, b: np.ndarray, b_norms: np.ndarray | None = None) -> np.ndarray:
+    """Squared Euclidean distances between the rows of `a` and of `b`, shape (len(a), len(b));
+    `b_norms`: the rows of `b`'s squared norms, when `b` is met chunk after chunk of `a`."""
+    # |a|^2 + |b|^2 - 2 a.b, added into the product in place: the matmul is then nearly all the time
+    # (the sum of three new arrays took a third as long again).
+    d2 = a @ b.T
+    d2 *= -2
+    d2 += (a**2).sum(1)[:, None]
+    d2 += ((b**2).sum(1) if b_norms is None else b_norms)[None, :]
+    return d2
 
 
 def kth_radius(x: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
     """Distance from each row of `x` to its k-th nearest other row."""
-    radii = np.empty(len(x))
+    radii, norms = np.empty(len(x)), (x**2).sum(1)
     for s in range(0, len(x), chunk):
-        d2 = _sq_dists(x[s : s + chunk], x)
+        d2 = _sq_dists(x[s : s + chunk], x, norms)
         # Column 0 after partition is the point itself (distance 0); the k-th neighbour is at index k.
         radii[s : s + chunk] = np.sqrt(np.maximum(np.partition(d2, k, axis=1)[:, k], 0))
     return radii
@@ -113,8 +120,9 @@ def manifold(real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndar
     balls_around = np.empty(len(fake))  # real balls holding each fake
     covered = np.zeros(len(real), bool)  # reals whose own ball holds a fake
     recalled = np.zeros(len(real), bool)  # reals inside some fake's ball
+    real_norms = (real**2).sum(1)
     for s in range(0, len(fake), chunk):
-        d2 = _sq_dists(fake[s : s + chunk], real)  # (fakes, reals)
+        d2 = _sq_dists(fake[s : s + chunk], real, real_norms)  # (fakes, reals)
         in_real_ball = d2 <= real_radii[None, :] ** 2
         balls_around[s : s + chunk] = in_real_ball.sum(1)
         covered |= in_real_ball.any(0)
