@@ -34,7 +34,7 @@ from unittest import mock
 import keras
 import numpy as np
 import yaml
-from peak import add_peak, print_peak  # bench/peak.py, beside this script
+from peak import add_peak, device_peak, print_peak  # bench/peak.py, beside this script
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.hardware import ONEDNN_ENV, cpu_info, onednn_state
@@ -147,8 +147,18 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_
     if info["device"] != "cpu" or (cpu_info()["bf16_flags"] and not float32_only):
         rows["dcgan_bfloat16_its"] = round(
             compiled_its(x, dataclasses.replace(dc, mixed_precision="bfloat16"), dcgan_iterations), 3)
+    if info["device"] != "cpu":
+        # The references' steps per call (20 for the MLPs, 1 for the DCGANs) are set for a CPU; on a GPU each
+        # call's Python work (reading the losses, writing the Keras variables back) may be what a step waits on.
+        rows["mlp_spe200_its"] = round(
+            compiled_its(x, TrainConfig(model="mlp", steps_per_execution=200), iterations), 2)
+        for precision, mixed in (("float32", "off"), ("bfloat16", "bfloat16")):
+            rows[f"dcgan_{precision}_spe20_its"] = round(compiled_its(
+                x, dataclasses.replace(dc, mixed_precision=mixed, steps_per_execution=20), dcgan_iterations), 3)
     keras.mixed_precision.set_global_policy("float32")
     rows["device"] = info["device"]
+    if info["device"] != "cpu":
+        rows["peak"] = device_peak(rows)
     return rows
 
 

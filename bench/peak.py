@@ -17,9 +17,9 @@ from ganlab.nets import models
 from ganlab.nets.specs import SPECS
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of an n x n float32 matmul on this backend: what its kernels reach on this CPU at best."""
-    a = keras.ops.convert_to_tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """GFLOP/s of an n x n matmul on this backend: what its kernels reach on this device at best."""
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)
     keras.ops.convert_to_numpy(keras.ops.matmul(a, a))  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -100,3 +100,24 @@ def add_peak(results: dict, cpu: dict) -> dict:
     results["peak"] = {**peak, "gflop_counted": "from the layers: batch x (4 G + 9 D) forward FLOPs",
                        "rows": peak_table(results, peak)}
     return peak
+
+
+# `backend_rows`' timed rows on an accelerator: (model, precision) of each.
+DEVICE_ROWS = {"mlp_its": ("mlp", "float32"), "mlp_spe200_its": ("mlp", "float32"),
+               "mlp_bfloat16_its": ("mlp", "bfloat16"), "dcgan_float32_its": ("dcgan", "float32"),
+               "dcgan_bfloat16_its": ("dcgan", "bfloat16"), "dcgan_float32_spe20_its": ("dcgan", "float32"),
+               "dcgan_bfloat16_spe20_its": ("dcgan", "bfloat16")}
+
+
+def device_peak(rows: dict) -> dict:
+    """On a GPU, each timed row of `backend_rows` against the rate an 8192 x 8192 matmul of its precision
+    reaches through this backend on this device (measured, not a datasheet's figure)."""
+    ceiling = {p: matmul_gflops(8192, 20, p) for p in ("float32", "bfloat16")}
+    table = []
+    for key, (model, precision) in DEVICE_ROWS.items():
+        if rows.get(key):
+            work = gflop(model)
+            table.append({"row": key, "gflop_per_iteration": round(work, 3), "gflops": round(work * rows[key], 1),
+                          "fraction_of_matmul": round(work * rows[key] / ceiling[precision], 4)})
+    return {"matmul_8192_gflops": ceiling, "gflop_counted": "from the layers: batch x (4 G + 9 D) forward FLOPs",
+            "rows": table}

@@ -41,3 +41,15 @@ def test_a_cpu_without_a_clock_gets_no_fraction_but_keeps_its_rows(peak):
     results = {"machine": {"onednn": "on"}, "compiled_its": 100.0}
     (row,) = peak.peak_table(results, {"peak_gflops": None})
     assert row["fraction_of_peak"] is None and row["gflops"] == pytest.approx(100 * row["gflop_per_iteration"], 0.01)
+
+
+def test_a_gpus_rows_are_set_against_the_matmul_of_their_own_precision(peak, monkeypatch):
+    monkeypatch.setattr(peak, "matmul_gflops", lambda n, repeats, dtype: {"float32": 4e4, "bfloat16": 4e5}[dtype])
+    rows = {"mlp_its": 5000.0, "dcgan_float32_its": 100.0, "dcgan_bfloat16_spe20_its": 300.0, "device": "gpu:0"}
+    out = peak.device_peak(rows)
+    assert out["matmul_8192_gflops"] == {"float32": 4e4, "bfloat16": 4e5}
+    got = {r["row"]: r for r in out["rows"]}
+    assert set(got) == {"mlp_its", "dcgan_float32_its", "dcgan_bfloat16_spe20_its"}
+    dcgan = peak.gflop("dcgan")
+    assert got["dcgan_float32_its"]["fraction_of_matmul"] == pytest.approx(dcgan * 100 / 4e4, abs=1e-4)
+    assert got["dcgan_bfloat16_spe20_its"]["fraction_of_matmul"] == pytest.approx(dcgan * 300 / 4e5, abs=1e-4)
