@@ -207,3 +207,25 @@ def test_a_generator_with_a_code_is_scored_and_drawn_per_value(tmp_path, monkeyp
     rows = next(zs for zs in drawn if len(zs) == 40).reshape(4, 10, 8)  # the codes picture's z
     assert [list(np.unique(r[:, :4].argmax(1))) for r in rows] == [[0], [1], [2], [3]]
     np.testing.assert_array_equal(rows[:, :, 4:], np.broadcast_to(rows[0, :, 4:], rows[:, :, 4:].shape))
+
+
+def test_the_classifiers_features_come_from_one_pass_through_a_saved_classifier(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from ganlab.evaluation import classifier as clf
+
+    path = tmp_path / "classifier.keras"
+    clf.build_classifier().save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 28, 28, 1)).astype(np.float32)
+    features = clf.feature_model(loaded, clf.FEATURES, clf.CONV_FEATURES)
+    got = clf.predict(features, x, batch=16)  # in batches, the last one short
+    want = [keras.Model(loaded.inputs, loaded.get_layer(name).output).predict(x, verbose=0)
+            for name in (clf.FEATURES, clf.CONV_FEATURES)] + [loaded.predict(x, verbose=0)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # One pass: the traced call holds the classifier's two convolutions once.
+    graph = tf.function(lambda t: features(t, training=False)).get_concrete_function(
+        tf.TensorSpec((None, 28, 28, 1))).graph
+    assert sum(op.type == "Conv2D" for op in graph.get_operations()) == 2

@@ -43,11 +43,35 @@ def train_classifier(cfg: ClassifierConfig, x_train, y_train, x_test, y_test) ->
     return model, {"test_accuracy": round(float(acc), 5), "test_loss": round(float(loss), 5), "train_images": n}
 
 
-def embed(model: keras.Model, images: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (penultimate features, flattened conv features, softmax probabilities) of `images`."""
-    outputs = [model.get_layer(FEATURES).output, model.get_layer(CONV_FEATURES).output, model.outputs[0]]
-    feature_model = keras.Model(model.inputs, outputs)
-    feats, conv_feats, probs = feature_model.predict(np.asarray(images, np.float32), batch_size=batch, verbose=0)
-    # The conv features stay float32: their k-NN distances (`metrics.manifold`) are most of `evaluate`'s
-    # time, and a float32 product runs at twice float64's rate.
-    return feats.astype(np.float64), conv_feats, probs.astype(np.float64)
+def feature_model(model: keras.Model, *names: str) -> keras.Model:
+    """`model` (the classifier, built or loaded) as a model that returns the outputs of the layers `names`,
+    then its probabilities, from one pass through its layers."""
+    # Not keras.Model(model.inputs, [model.get_layer(name).output, ...]): on a classifier loaded from its
+    # file, that graph runs the layers again for each output (three passes for three outputs, 2.7x the
+    # time of one, same numbers; docs/benchmarks.md).
+    x = inputs = keras.Input(model.inputs[0].shape[1:])
+    outputs = {}
+    for layer in model.layers:
+        x = outputs[layer.name] = layer(x)
+    return keras.Model(inputs, [outputs[name] for name in names] + [x])
+
+
+def predict(model: keras.Model, images: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
+    """`model`'s outputs on `images`, `batch` at a time (`predict_on_batch`: the same numbers as
+    `predict`, without a new tf.data pipeline each call)."""
+    parts = [keras.tree.flatten(model.predict_on_batch(np.asarray(images[s : s + batch], np.float32)))
+             for s in range(0, len(images), batch)]
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+
+def embedder(model: keras.Model):
+    """A function of images returning (penultimate features, flattened conv features, softmax probabilities)."""
+    features = feature_model(model, FEATURES, CONV_FEATURES)
+
+    def embed(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feats, conv_feats, probs = predict(features, images)
+        # The conv features stay float32: their k-NN distances (`metrics.manifold`) are most of `evaluate`'s
+        # time, and a float32 product runs at twice float64's rate.
+        return feats.astype(np.float64), conv_feats, probs.astype(np.float64)
+
+    return embed

@@ -37,13 +37,14 @@ def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray
     classifier's feature space, which is embedded once for all of them. Return (the figures of each
     set, the classifier's probabilities for each set), so that no set is read twice.
     """
-    ref = clf.embed(model, test)
+    embed = clf.embedder(model)
+    ref = embed(test)
     radii = kth_radius(ref[1], k)
     noise = np.random.default_rng(seed).uniform(-1, 1, fakes.shape).astype(np.float32)
     out, probs = {}, {}
     sets = {"generated": fakes, "real_reference": reals, "noise_reference": noise, **(more or {})}
     for name, images in sets.items():
-        emb = clf.embed(model, images)
+        emb = embed(images)
         probs[name] = emb[2]
         out[name] = {key: round(val, 5) if isinstance(val, float) else val
                      for key, val in quality(emb, ref, k, radii).items()}

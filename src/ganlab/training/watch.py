@@ -21,7 +21,7 @@ import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.data.arrays import load_split
-from ganlab.evaluation.classifier import FEATURES
+from ganlab.evaluation.classifier import FEATURES, feature_model, predict
 from ganlab.evaluation.metrics import classifier_score, frechet_distance, modes_covered
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
@@ -59,13 +59,13 @@ class QualityWatch(RunCallback):
         self.seconds = 0.0
 
     def _embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats, probs = self.features.predict(images, batch_size=1000, verbose=0)
+        feats, probs = predict(self.features, images)
         return feats.astype(np.float64), probs.astype(np.float64)
 
     def _load(self) -> None:
         clf = load_model(self.classifier) if isinstance(self.classifier, Path) else self.classifier
         test = load_split(self.test_images, "test")[0] if isinstance(self.test_images, Path) else self.test_images
-        self.features = keras.Model(clf.inputs, [clf.get_layer(FEATURES).output, clf.outputs[0]])
+        self.features = feature_model(clf, FEATURES)
         self.ref, _ = self._embed(np.asarray(test, np.float32))
 
     def on_run_start(self, state: dict) -> dict:
