@@ -214,13 +214,14 @@ def test_the_classifiers_features_come_from_one_pass_through_a_saved_classifier(
     import tensorflow as tf
 
     from ganlab.evaluation import classifier as clf
+    from ganlab.nets.inference import predict
 
     path = tmp_path / "classifier.keras"
     clf.build_classifier().save(path)
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(0).uniform(-1, 1, (40, 28, 28, 1)).astype(np.float32)
     features = clf.feature_model(loaded, clf.FEATURES, clf.CONV_FEATURES)
-    got = clf.predict(features, x, batch=16)  # in batches, the last one short
+    got = predict(features, x, batch=16)  # in batches, the last one short
     want = [keras.Model(loaded.inputs, loaded.get_layer(name).output).predict(x, verbose=0)
             for name in (clf.FEATURES, clf.CONV_FEATURES)] + [loaded.predict(x, verbose=0)]
     for g, w in zip(got, want, strict=True):

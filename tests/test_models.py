@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ganlab.core.files import StageError
-from ganlab.nets import models, saving
+from ganlab.nets import inference, models, saving
 from ganlab.nets.layers import FusedBatchNormalization, UpConv2D
 from ganlab.nets.specs import SPECS
 
@@ -29,6 +29,15 @@ def test_shapes(name):
     assert judged.shape == (5, 1)
     assert models.is_conditional(g) == SPECS[name].conditional
 
+
+
+def test_predict_in_batches_gives_kerass_predict_for_a_dict_of_inputs():
+    g, _ = models.build("cdcgan", z_dim=100, width=0.25)
+    z = np.random.default_rng(0).standard_normal((10, 100)).astype(np.float32)
+    inputs = models.g_input(z, models.grid_digits(10))
+    got = inference.predict(g, inputs, batch=4)  # three calls, the last of two rows
+    np.testing.assert_allclose(got, g.predict(inputs, verbose=0), atol=1e-6)
+    assert got.shape == (10, 28, 28, 1)
 
 def test_the_conditional_generator_draws_what_the_digit_says(tmp_path):
     g, d = models.build("cdcgan", z_dim=100, width=0.25)

@@ -7,6 +7,7 @@ import numpy as np
 from keras import layers
 
 from ganlab.core.config import ClassifierConfig
+from ganlab.nets.inference import predict
 
 FEATURES = "features"
 CONV_FEATURES = "conv_features"
@@ -56,20 +57,12 @@ def feature_model(model: keras.Model, *names: str) -> keras.Model:
     return keras.Model(inputs, [outputs[name] for name in names] + [x])
 
 
-def predict(model: keras.Model, images: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
-    """`model`'s outputs on `images`, `batch` at a time (`predict_on_batch`: the same numbers as
-    `predict`, without a new tf.data pipeline each call)."""
-    parts = [keras.tree.flatten(model.predict_on_batch(np.asarray(images[s : s + batch], np.float32)))
-             for s in range(0, len(images), batch)]
-    return [np.concatenate(outputs) for outputs in zip(*parts)]
-
-
 def embedder(model: keras.Model):
     """A function of images returning (penultimate features, flattened conv features, softmax probabilities)."""
     features = feature_model(model, FEATURES, CONV_FEATURES)
 
     def embed(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        feats, conv_feats, probs = predict(features, images)
+        feats, conv_feats, probs = predict(features, np.asarray(images, np.float32))
         # The conv features stay float32: their k-NN distances (`metrics.manifold`) are most of `evaluate`'s
         # time, and a float32 product runs at twice float64's rate.
         return feats.astype(np.float64), conv_feats, probs.astype(np.float64)

@@ -22,7 +22,16 @@ from ganlab.evaluation.metrics import (
     pixel_gap,
     quality,
 )
-from ganlab.nets.models import code_values, d_input, draw, grid_digits, is_conditional, latent_mode, with_code
+from ganlab.nets.inference import predict
+from ganlab.nets.models import (
+    code_values,
+    d_input,
+    draw,
+    grid_digits,
+    is_conditional,
+    latent_mode,
+    with_code,
+)
 from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -73,7 +82,7 @@ def judge(generator, discriminator, classifier, x_train: np.ndarray, x_test: np.
 
     def d_of(images, labels):
         x = d_input(images, np.asarray(labels, np.int32).reshape(-1, 1) if conditional else None)
-        return _sigmoid(discriminator.predict(x, batch_size=1000, verbose=0))
+        return _sigmoid(predict(discriminator, x))
 
     d_real = d_of(real, None if y_test is None else y_test[:n])
     d_fake = d_of(fakes, digits)

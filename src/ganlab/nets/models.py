@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from ganlab.nets.inference import predict
 from ganlab.nets.layers import FusedBatchNormalization, UpConv2D
 
 IMG_SHAPE = (28, 28, 1)
@@ -279,9 +280,9 @@ def d_input(images, digits=None):
 def draw(generator: keras.Model, z: np.ndarray, digits: np.ndarray | None = None, batch_size: int = 1000):
     """G's images for `z` as a numpy array; a conditional G draws `digits` (by default 0-9 in turn)."""
     if not is_conditional(generator):
-        return generator.predict(z, batch_size=batch_size, verbose=0)
+        return predict(generator, z, batch_size)
     digits = grid_digits(len(z)) if digits is None else np.asarray(digits, np.int32).reshape(-1, 1)
-    return generator.predict(g_input(z, digits), batch_size=batch_size, verbose=0)
+    return predict(generator, g_input(z, digits), batch_size)
 
 
 def _stock_layers(name: str, fused: bool) -> dict:

@@ -21,8 +21,9 @@ import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.data.arrays import load_split
-from ganlab.evaluation.classifier import FEATURES, feature_model, predict
+from ganlab.evaluation.classifier import FEATURES, feature_model
 from ganlab.evaluation.metrics import classifier_score, frechet_distance, modes_covered
+from ganlab.nets.inference import predict
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
 from ganlab.training.checkpoints import save_variables
