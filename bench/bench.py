@@ -82,7 +82,7 @@ def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int, fused: bool =
     strategy, _ = select_device(cfg)
     gan = make_gan(cfg, strategy, fused)
     gan.set_data(x)
-    gan.run(1, gan.steps_per_execution, [])  # one call: traces and compiles
+    gan.run(1, gan.steps_per_call(iterations), [])  # one call of the timed calls' length: traces and compiles
     t0 = time.perf_counter()
     gan.run(1, iterations, [])  # ends by reading the losses back, so the work is done
     return iterations / (time.perf_counter() - t0)
@@ -150,6 +150,7 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_
     if info["device"] != "cpu":
         # The references' steps per call (20 for the MLPs, 1 for the DCGANs) are set for a CPU; on a GPU each
         # call's Python work (reading the losses, writing the Keras variables back) may be what a step waits on.
+        # (A timed length that 200 or 20 does not divide runs at fewer steps a call: `GAN.steps_per_call`.)
         rows["mlp_spe200_its"] = round(
             compiled_its(x, TrainConfig(model="mlp", steps_per_execution=200), iterations), 2)
         for precision, mixed in (("float32", "off"), ("bfloat16", "bfloat16")):
@@ -157,7 +158,7 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_
                 x, dataclasses.replace(dc, mixed_precision=mixed, steps_per_execution=20), dcgan_iterations), 3)
     keras.mixed_precision.set_global_policy("float32")
     rows["device"] = info["device"]
-    if info["device"] != "cpu":
+    if info["device"] != "cpu":  # once float32 is the policy again: the FLOPs are counted on models it builds
         rows["peak"] = device_peak(rows)
     return rows
 

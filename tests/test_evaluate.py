@@ -65,9 +65,8 @@ def test_manifold_scores_on_known_sets():
     assert metrics.manifold(real, fakes, 3, np.zeros(len(real)))["precision"] == 0.0
 
 
-
 def test_knn_radii_and_scores_are_scipys_distances_in_chunks_and_in_float32():
-    """`evaluate` measures the conv features' k-NN distances in float32 (classifier.embed), chunk by chunk."""
+    """`evaluate` measures the conv features' k-NN distances in float32 (features.embedder), chunk by chunk."""
     from scipy.spatial.distance import cdist
 
     rng = np.random.default_rng(2)
@@ -78,6 +77,7 @@ def test_knn_radii_and_scores_are_scipys_distances_in_chunks_and_in_float32():
         chunked = metrics.manifold(real.astype(dtype), fake.astype(dtype), 3, chunk=64)
         assert chunked == metrics.manifold(real, fake, 3, chunk=1000)
     assert 0 < chunked["precision"] < 1 and 0 < chunked["coverage"] < 1
+
 
 def test_grey_images_and_one_repeated_image_score_precision_one_but_cover_nothing():
     """Blank or grey images sit near the origin of the conv features, inside the large balls of a few
@@ -214,13 +214,14 @@ def test_the_classifiers_features_come_from_one_pass_through_a_saved_classifier(
     import tensorflow as tf
 
     from ganlab.evaluation import classifier as clf
+    from ganlab.evaluation.features import feature_model
     from ganlab.nets.inference import predict
 
     path = tmp_path / "classifier.keras"
     clf.build_classifier().save(path)
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(0).uniform(-1, 1, (40, 28, 28, 1)).astype(np.float32)
-    features = clf.feature_model(loaded, clf.FEATURES, clf.CONV_FEATURES)
+    features = feature_model(loaded, clf.FEATURES, clf.CONV_FEATURES)
     got = predict(features, x, batch=16)  # in batches, the last one short
     want = [keras.Model(loaded.inputs, loaded.get_layer(name).output).predict(x, verbose=0)
             for name in (clf.FEATURES, clf.CONV_FEATURES)] + [loaded.predict(x, verbose=0)]

@@ -30,7 +30,6 @@ def test_shapes(name):
     assert models.is_conditional(g) == SPECS[name].conditional
 
 
-
 def test_predict_in_batches_gives_kerass_predict_for_a_dict_of_inputs():
     g, _ = models.build("cdcgan", z_dim=100, width=0.25)
     z = np.random.default_rng(0).standard_normal((10, 100)).astype(np.float32)
@@ -38,6 +37,7 @@ def test_predict_in_batches_gives_kerass_predict_for_a_dict_of_inputs():
     got = inference.predict(g, inputs, batch=4)  # three calls, the last of two rows
     np.testing.assert_allclose(got, g.predict(inputs, verbose=0), atol=1e-6)
     assert got.shape == (10, 28, 28, 1)
+
 
 def test_the_conditional_generator_draws_what_the_digit_says(tmp_path):
     g, d = models.build("cdcgan", z_dim=100, width=0.25)

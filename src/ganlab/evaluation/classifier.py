@@ -7,7 +7,6 @@ import numpy as np
 from keras import layers
 
 from ganlab.core.config import ClassifierConfig
-from ganlab.nets.inference import predict
 
 FEATURES = "features"
 CONV_FEATURES = "conv_features"
@@ -42,29 +41,3 @@ def train_classifier(cfg: ClassifierConfig, x_train, y_train, x_test, y_test) ->
               verbose=2, shuffle=True)
     loss, acc = model.evaluate(np.asarray(x_test), np.asarray(y_test), batch_size=1000, verbose=0)
     return model, {"test_accuracy": round(float(acc), 5), "test_loss": round(float(loss), 5), "train_images": n}
-
-
-def feature_model(model: keras.Model, *names: str) -> keras.Model:
-    """`model` (the classifier, built or loaded) as a model that returns the outputs of the layers `names`,
-    then its probabilities, from one pass through its layers."""
-    # Not keras.Model(model.inputs, [model.get_layer(name).output, ...]): on a classifier loaded from its
-    # file, that graph runs the layers again for each output (three passes for three outputs, 2.7x the
-    # time of one, same numbers; docs/benchmarks.md).
-    x = inputs = keras.Input(model.inputs[0].shape[1:])
-    outputs = {}
-    for layer in model.layers:
-        x = outputs[layer.name] = layer(x)
-    return keras.Model(inputs, [outputs[name] for name in names] + [x])
-
-
-def embedder(model: keras.Model):
-    """A function of images returning (penultimate features, flattened conv features, softmax probabilities)."""
-    features = feature_model(model, FEATURES, CONV_FEATURES)
-
-    def embed(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        feats, conv_feats, probs = predict(features, np.asarray(images, np.float32))
-        # The conv features stay float32: their k-NN distances (`metrics.manifold`) are most of `evaluate`'s
-        # time, and a float32 product runs at twice float64's rate.
-        return feats.astype(np.float64), conv_feats, probs.astype(np.float64)
-
-    return embed

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ganlab.core.config import EvaluateConfig
 from ganlab.evaluation import classifier as clf
+from ganlab.evaluation.features import embedder
 from ganlab.evaluation.metrics import (
     code_digits,
     confusion,
@@ -23,15 +24,7 @@ from ganlab.evaluation.metrics import (
     quality,
 )
 from ganlab.nets.inference import predict
-from ganlab.nets.models import (
-    code_values,
-    d_input,
-    draw,
-    grid_digits,
-    is_conditional,
-    latent_mode,
-    with_code,
-)
+from ganlab.nets.models import code_values, d_input, draw, grid_digits, is_conditional, latent_mode, with_code
 from ganlab.report.plots import confusion_figure, neighbours_picture, save_figure, save_grid, save_image, tile
 
 
@@ -46,7 +39,7 @@ def quality_report(model, fakes: np.ndarray, reals: np.ndarray, test: np.ndarray
     classifier's feature space, which is embedded once for all of them. Return (the figures of each
     set, the classifier's probabilities for each set), so that no set is read twice.
     """
-    embed = clf.embedder(model)
+    embed = embedder(model, clf.FEATURES, clf.CONV_FEATURES)
     ref = embed(test)
     radii = kth_radius(ref[1], k)
     noise = np.random.default_rng(seed).uniform(-1, 1, fakes.shape).astype(np.float32)

@@ -84,8 +84,8 @@ def unsure_share(probs: np.ndarray, confident: float = 0.9) -> float:
 def _sq_dists(a: np.ndarray, b: np.ndarray, b_norms: np.ndarray | None = None) -> np.ndarray:
     """Squared Euclidean distances between the rows of `a` and of `b`, shape (len(a), len(b));
     `b_norms`: the rows of `b`'s squared norms, when `b` is met chunk after chunk of `a`."""
-    # |a|^2 + |b|^2 - 2 a.b, added into the product in place: the matmul is then nearly all the time
-    # (the sum of three new arrays took a third as long again).
+    # |a|^2 + |b|^2 - 2 a.b, added into the product in place: the matmul is then nearly all the time,
+    # where three temporaries of the product's size would add about a third to it.
     d2 = a @ b.T
     d2 *= -2
     d2 += (a**2).sum(1)[:, None]
@@ -132,7 +132,7 @@ def manifold(real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndar
 
 
 def quality(emb: tuple, ref: tuple, k: int, ref_radii: np.ndarray | None = None) -> dict:
-    """All quality numbers of a sample against a reference set, each given as `classifier.embed` returns
+    """All quality numbers of a sample against a reference set, each given as `features.embedder` returns
     (`ref_radii`: the reference's k-NN radii in the conv features, when already known).
 
     Fréchet distance uses the 128-d penultimate features. The k-NN scores use the 1,600-d conv

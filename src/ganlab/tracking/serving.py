@@ -65,8 +65,8 @@ class Generator(PythonModel):
         if not np.issubdtype(z.dtype, np.number) or not np.isfinite(z.astype(np.float64)).all():
             raise bad_request("latent vectors must hold finite numbers")
         z = z.astype(np.float32)
-        # One compiled call for the request (at most MAX_BATCH vectors): `predict` would build a tf.data
-        # pipeline for each request, about 38 ms of a 64-vector request to the `mlp` G (docs/benchmarks.md).
+        # One compiled call for the request (at most MAX_BATCH vectors): on TensorFlow `predict` builds a
+        # tf.data pipeline for each request (a `dcgan` G, 64 vectors: 87 ms against 42, docs/benchmarks.md).
         if not self.conditional:
             return self.generator.predict_on_batch(z)
         if digits.shape != (len(z),) or not np.isin(digits, np.arange(10)).all():

@@ -21,9 +21,9 @@ import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.data.arrays import load_split
-from ganlab.evaluation.classifier import FEATURES, feature_model
+from ganlab.evaluation.classifier import FEATURES
+from ganlab.evaluation.features import embedder
 from ganlab.evaluation.metrics import classifier_score, frechet_distance, modes_covered
-from ganlab.nets.inference import predict
 from ganlab.nets.saving import load_model
 from ganlab.training.callbacks import RunCallback
 from ganlab.training.checkpoints import save_variables
@@ -49,7 +49,7 @@ class QualityWatch(RunCallback):
         self.classifier, self.test_images = classifier, test_images
         self.checkpoint_interval = checkpoint_interval
         self.n, self.seed, self.folder = n, seed, folder
-        self.features: keras.Model | None = None
+        self.embed = None  # (features, probabilities) of images, once the classifier is read
         self.ref: np.ndarray | None = None
         self.z: np.ndarray | None = None  # drawn at the run's start, when z's width is known
         self.by = f"{BEST}_ema" if by_ema else BEST  # the history column the best is chosen by
@@ -59,21 +59,17 @@ class QualityWatch(RunCallback):
         self.checkpointed_best: int | None = None
         self.seconds = 0.0
 
-    def _embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats, probs = predict(self.features, images)
-        return feats.astype(np.float64), probs.astype(np.float64)
-
     def _load(self) -> None:
         clf = load_model(self.classifier) if isinstance(self.classifier, Path) else self.classifier
         test = load_split(self.test_images, "test")[0] if isinstance(self.test_images, Path) else self.test_images
-        self.features = feature_model(clf, FEATURES)
-        self.ref, _ = self._embed(np.asarray(test, np.float32))
+        self.embed = embedder(clf, FEATURES)
+        self.ref, _ = self.embed(test)
 
     def on_run_start(self, state: dict) -> dict:
         """Take up the best interval of the history a resumed run restored (the weights file kept then).
         The model is set before this is called (`ganlab.training.train`)."""
         gan = self.model
-        if self.features is None:
+        if self.embed is None:
             self._load()
         self.z = np.random.default_rng(self.seed).standard_normal((self.n, gan.z_dim)).astype(np.float32)
         start = int(gan.iteration.numpy())
@@ -101,7 +97,7 @@ class QualityWatch(RunCallback):
     def score(self, generator_fn) -> dict:
         images = np.concatenate([keras.ops.convert_to_numpy(generator_fn(self.z[s : s + 1000]))
                                  for s in range(0, self.n, 1000)])
-        feats, probs = self._embed(images)
+        feats, probs = self.embed(images)
         return {"frechet_distance": round(frechet_distance(feats, self.ref), 4),
                 "classifier_score": round(classifier_score(probs), 4),
                 "modes_covered": modes_covered(probs)}
