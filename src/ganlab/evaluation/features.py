@@ -35,7 +35,7 @@ def embedder(model: keras.Model, *names: str) -> Callable[[np.ndarray], tuple[np
     keep = [name == CONV_FEATURES for name in names] + [False]
 
     def embed(images: np.ndarray) -> tuple[np.ndarray, ...]:
-        outputs = predict(features, np.asarray(images, np.float32))
+        outputs = keras.tree.flatten(predict(features, np.asarray(images, np.float32)))  # one or several
         return tuple(out if kept else out.astype(np.float64) for out, kept in zip(outputs, keep, strict=True))
 
     return embed
