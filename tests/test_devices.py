@@ -42,6 +42,23 @@ def test_auto_on_this_machine_applies_a_policy_and_records_it():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def test_bfloat16_that_would_crash_tensorflow_is_refused_in_one_line(tmp_path, monkeypatch):
+    from ganlab.core import hardware
+    from ganlab.core.files import StageError
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(devices, "cpu_info", lambda: hardware.cpu_info(cpuinfo))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    cfg = TrainConfig(model="dcgan", backend="tensorflow")
+    assert devices.select_device(cfg)[1]["precision"] == "float32"  # auto: the cap leaves no native bf16
+    with pytest.raises(StageError, match="ONEDNN_MAX_CPU_ISA=AVX2 would crash .*train.mixed_precision: off"):
+        devices.select_device(TrainConfig(model="dcgan", backend="tensorflow", mixed_precision="bfloat16"))
+    import keras
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_jit_compile_is_recorded_as_it_runs_under_tensorflows_determinism(monkeypatch, caplog):
     from tensorflow.python.framework import config as tf_config
 

@@ -15,7 +15,9 @@ ZEN3 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t
         "cpu MHz\t\t: 2450.000\nflags\t\t: fpu sse avx2 fma\n")
 
 
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     info = tmp_path / "cpuinfo"
     info.write_text(XEON)
     got = hardware.cpu_info(info)
@@ -25,6 +27,43 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info.write_text(ZEN3)
     assert hardware.cpu_info(info)["bf16_flags"] == []
     assert hardware.cpu_info(tmp_path / "missing")["bf16_flags"] == []
+
+
+@pytest.mark.parametrize("env, want", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, []),
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, []),
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, ["avx512_bf16"]),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, ["amx_bf16", "avx512_bf16"]),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2"}, []),
+    ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX512_BF16"}, ["avx512_bf16"]),
+])
+def test_bf16_flags_are_those_the_users_instruction_set_caps_leave(tmp_path, monkeypatch, env, want):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    info = tmp_path / "cpuinfo"
+    info.write_text(XEON)
+    assert hardware.cpu_info(info)["bf16_flags"] == want
+
+
+@pytest.mark.parametrize("cpu, cap, onednn, want", [
+    (XEON, "AVX2", None, "AVX2"),        # TensorFlow sees AVX-512 and hands oneDNN bf16 it cannot run
+    (XEON, "avx2_vnni", "1", "avx2_vnni"),
+    (XEON, "AVX512_CORE", None, None),   # emulated there, but it runs
+    (XEON, "AVX2", "0", None),           # oneDNN off: TensorFlow's own kernels
+    (ZEN3, "AVX2", None, None),          # no AVX-512: TensorFlow keeps bf16 away from oneDNN
+    (XEON, None, None, None),
+])
+def test_the_onednn_caps_that_crash_bfloat16_are_named(tmp_path, monkeypatch, cpu, cap, onednn, want):
+    for key, value in (("ONEDNN_MAX_CPU_ISA", cap), ("TF_ENABLE_ONEDNN_OPTS", onednn)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    info = tmp_path / "cpuinfo"
+    info.write_text(cpu)
+    assert hardware.onednn_bf16_crash_cap(hardware.cpu_info(info)) == want
 
 
 def test_peak_counts_lanes_fma_pipes_cores_and_clock(tmp_path):

@@ -14,10 +14,13 @@ from typing import Any
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+XLA_ISA_FLAG = "--xla_cpu_max_isa="
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """The CPU's model name, family/model numbers, clock (MHz) and flags, from /proc/cpuinfo (Linux)."""
+    """The CPU's model name, family/model numbers, clock (MHz) and flags, from /proc/cpuinfo (Linux), and
+    the bf16 flags its kernels may use under the user's instruction-set caps (`isa_caps`)."""
     info: dict[str, Any] = {"cpu": platform.processor() or "unknown", "vendor": "", "family": 0, "model": 0,
                             "mhz": 0.0, "flags": []}
     keys = {"model name": ("cpu", str), "vendor_id": ("vendor", str), "cpu family": ("family", int),
@@ -34,8 +37,45 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
                 break  # the first processor describes them all
     except (OSError, ValueError):  # not Linux: no flags to read, so nothing claimed
         pass
-    info["bf16_flags"] = [f for f in BF16_FLAGS if f in info["flags"]]
+    info["isa_caps"] = isa_caps()
+    info["bf16_flags"] = [f for f in BF16_FLAGS if f in info["flags"]
+                          and all(cap_keeps(cap, f) for cap in info["isa_caps"].values())]
     return info
+
+
+def isa_caps(environ=os.environ) -> dict[str, str]:
+    """The instruction-set caps the user set: oneDNN's (`ONEDNN_MAX_CPU_ISA`, TensorFlow's kernels) and
+    XLA's (`--xla_cpu_max_isa` in `XLA_FLAGS`, JAX's)."""
+    caps = {}
+    if environ.get(ONEDNN_ISA_ENV):
+        caps["onednn"] = environ[ONEDNN_ISA_ENV]
+    for flag in environ.get("XLA_FLAGS", "").split():
+        if flag.startswith(XLA_ISA_FLAG):
+            caps["xla"] = flag[len(XLA_ISA_FLAG):]
+    return caps
+
+
+def cap_keeps(cap: str, flag: str) -> bool:
+    """Whether kernels held to the instruction set `cap` (oneDNN's or XLA's names) may run `flag`'s bf16
+    instructions. Under a cap below them a bf16 step runs emulated, and TensorFlow, which reads the CPU
+    and not the cap, hands its oneDNN kernels bfloat16 work they then crash on: so `auto` must not pick
+    bfloat16 there."""
+    cap = cap.upper()
+    if cap in ("", "ALL", "DEFAULT") or "AMX" in cap:  # AMX's ISAs include AVX-512's bf16
+        return True
+    return flag == "avx512_bf16" and any(isa in cap for isa in ("BF16", "FP16", "AVX10"))
+
+
+def onednn_bf16_crash_cap(info: dict[str, Any], environ=os.environ) -> str | None:
+    """The oneDNN cap under which TensorFlow would crash on bfloat16 work on this CPU, else None.
+
+    TensorFlow hands bfloat16 to its oneDNN kernels when the CPU has AVX-512, reading the CPU rather
+    than `ONEDNN_MAX_CPU_ISA`; held below AVX-512, oneDNN has no kernel for it and the process dies
+    (a segmentation fault with AVX2 and AVX2_VNNI on an AVX-512 Xeon; AVX512_CORE runs it emulated)."""
+    cap = info.get("isa_caps", {}).get("onednn", "").upper()
+    below = cap not in ("", "ALL", "DEFAULT") and not any(isa in cap for isa in ("AVX512", "AVX10", "AMX"))
+    on = environ.get(ONEDNN_ENV, "1") != "0"
+    return info["isa_caps"]["onednn"] if below and on and "avx512f" in info["flags"] else None
 
 
 def peak_gflops(info: dict[str, Any], cores: int | None = None) -> dict[str, Any]:

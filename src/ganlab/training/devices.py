@@ -1,7 +1,8 @@
 """Where and in what precision `train` runs: the distribution strategy and the mixed-precision policy.
 
 `mixed_precision: auto` picks float16 on GPUs that run it fast (compute capability >= 7.0), and
-bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags), but only for the
+bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags, and no instruction-set cap
+below them: `ganlab.core.hardware.isa_caps`), but only for the
 models whose benchmark gained from it (`ModelSpec.cpu_bf16`). Everywhere else it is float32, so a
 CPU without bf16 is never slowed down and the book's MLP keeps its numerics.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
-from ganlab.core.hardware import cpu_info, onednn_state
+from ganlab.core.hardware import ONEDNN_ISA_ENV, cpu_info, onednn_bf16_crash_cap, onednn_state
 from ganlab.nets.specs import SPECS
 from ganlab.training.backend import JAX_CLUSTER
 
@@ -281,6 +282,10 @@ def _select_tensorflow(cfg: TrainConfig):
     details = [tf.config.experimental.get_device_details(g) for g in gpus]
     cpu = cpu_info()
     policy = choose_precision(cfg, [d.get("compute_capability", (0, 0)) for d in details], cpu)
+    cap = None if gpus or policy != "mixed_bfloat16" else onednn_bf16_crash_cap(cpu)
+    if cap:
+        raise StageError(f"train.mixed_precision bfloat16 under {ONEDNN_ISA_ENV}={cap} would crash TensorFlow's "
+                         f"oneDNN kernels on this CPU; unset {ONEDNN_ISA_ENV}, or set train.mixed_precision: off")
     keras.mixed_precision.set_global_policy(policy)
     # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: use the public name.
     name = ("MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
