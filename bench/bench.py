@@ -33,59 +33,19 @@ from unittest import mock
 
 import keras
 import numpy as np
-import yaml
-from peak import add_peak, device_peak, print_peak  # bench/peak.py, beside this script
+
+# bench/'s modules, beside this script
+from peak import add_peak, device_peak, print_peak
+from processes import serving_latency, train_stage
+from steps import book_loop_its, compiled_its
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.hardware import ONEDNN_ENV, cpu_info, onednn_state
 from ganlab.data.arrays import load_split
 from ganlab.nets import models
 from ganlab.training.devices import applied_jit_compile, select_device, settle_determinism
-from ganlab.training.train import make_gan, resolved
 
 ROOT = Path(__file__).resolve().parents[1]
-def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int = 100) -> float:
-    """The book's loop re-created in Keras 3: predict + three train_on_batch calls per iteration.
-
-    `discriminator.trainable` is toggled around the calls, as the blog does, so that D really learns
-    (it is read when each model's train function is first traced).
-    """
-    g, d = models.build("mlp", z_dim)
-    d_model = keras.Sequential([d, keras.layers.Activation("sigmoid")])
-    d_model.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
-    d_model.trainable = False
-    gan = keras.Sequential([keras.Input((z_dim,)), g, d_model])
-    gan.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam())
-    real, fake = np.ones((batch, 1)), np.zeros((batch, 1))
-    rng = np.random.default_rng(0)
-
-    def one():
-        imgs = x[np.sort(rng.integers(0, len(x), batch))]
-        gen = g.predict(rng.normal(0, 1, (batch, z_dim)), verbose=0)
-        d_model.trainable = True
-        d_model.train_on_batch(imgs, real)
-        d_model.train_on_batch(gen, fake)
-        d_model.trainable = False
-        gan.train_on_batch(rng.normal(0, 1, (batch, z_dim)), real)
-
-    for _ in range(5):  # trace everything before timing
-        one()
-    t0 = time.perf_counter()
-    for _ in range(iterations):
-        one()
-    return iterations / (time.perf_counter() - t0)
-
-
-def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int, fused: bool = True) -> float:
-    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend), after a warm-up call."""
-    cfg = resolved(dataclasses.replace(cfg, backend=keras.backend.backend()))
-    strategy, _ = select_device(cfg)
-    gan = make_gan(cfg, strategy, fused)
-    gan.set_data(x)
-    gan.run(1, gan.steps_per_call(iterations), [])  # one call of the timed calls' length: traces and compiles
-    t0 = time.perf_counter()
-    gan.run(1, iterations, [])  # ends by reading the losses back, so the work is done
-    return iterations / (time.perf_counter() - t0)
 
 
 def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict]:
@@ -106,31 +66,6 @@ def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict
     # select_device set a global policy: leave float32 for the book's loop that may follow.
     keras.mixed_precision.set_global_policy("float32")
     return rows
-
-
-def train_stage(iterations: int, backend: str) -> dict:
-    """Run the real `train` stage (default mlp params, fewer iterations) on `backend`; return its
-    iterations/s as the stage reports it (grids, checkpoints and MLflow included), time and peak RSS."""
-    with tempfile.TemporaryDirectory() as tmp:
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["train"].update(iterations=iterations, sample_interval=1000, checkpoint_interval=1000,
-                               backend=backend)
-        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
-        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-        env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline/train.py"), "--params", f"{tmp}/params.yaml",
-                                 "--data", str(ROOT / "data/prepared"), "--out", f"{tmp}/out",
-                                 "--checkpoints", f"{tmp}/ckpt", "--metrics", f"{tmp}/m.json",
-                                 "--plots", f"{tmp}/plots"], env=env, cwd=tmp,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max over all children
-        if status:
-            raise SystemExit(f"bench: the {backend} train stage failed:\n{err.decode()[-3000:]}")
-        its = json.loads((Path(tmp) / "m.json").read_text())["iterations_per_s"]
-    return {"iterations_per_s": its, "seconds": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_only: bool = False) -> dict:
@@ -161,47 +96,6 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_
     if info["device"] != "cpu":  # once float32 is the policy again: the FLOPs are counted on models it builds
         rows["peak"] = device_peak(rows)
     return rows
-
-
-def serving_latency(model: str, requests: int = 50, batch: int = 64) -> dict:
-    """`make serve` on `model` (after `make run`: the champion): latency of POST /invocations with `batch`
-    latent vectors (JSON both ways, as a client sends them), over `requests` requests after 5 warm-up ones."""
-    import signal
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["make", "serve", f"SERVE_PORT={port}", f"MODEL={model}"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    body = json.dumps({"inputs": np.random.default_rng(0).standard_normal((batch, 100)).tolist()}).encode()
-    try:
-        deadline = time.time() + 180
-        while proc.poll() is None and time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            return {"error": "make serve did not start (is there a champion? run make run first)"}
-        times = []
-        for i in range(5 + requests):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=60) as r:
-                r.read()
-            if i >= 5:
-                times.append(time.perf_counter() - t0)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    ms = np.asarray(times) * 1000
-    return {"model": model, "batch": batch, "requests": requests, "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p90_ms": round(float(np.percentile(ms, 90)), 1),
-            "images_per_s": round(batch * len(ms) / (ms.sum() / 1000), 1)}
 
 
 def second_process(args, backend: str, env: dict[str, str], *extra: str) -> dict:

@@ -1,9 +1,11 @@
-"""`make bench`'s table against the CPU's peak (bench/peak.py), read back from the committed bench/results.json."""
+"""`make bench`'s table against the CPU's peak (bench/peak.py), read back from the committed bench/results.json,
+and how a row is timed (bench/steps.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -11,13 +13,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def peak():
-    # bench/ is a folder of scripts, not a package: load its module by path, as bench.py finds it beside itself.
-    spec = importlib.util.spec_from_file_location("bench_peak", ROOT / "bench" / "peak.py")
+def load(name: str, path: Path):
+    # bench/ is a folder of scripts, not a package: load a module by path, as bench.py finds peak.py beside itself.
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def peak():
+    return load("bench_peak", ROOT / "bench" / "peak.py")
+
+
+def test_a_tensorflow_row_is_the_median_of_its_calls(monkeypatch):
+    steps = load("bench_steps", ROOT / "bench" / "steps.py")
+    runs = []
+    gan = types.SimpleNamespace(set_data=lambda x: None, steps_per_call=lambda n: n,
+                                run=lambda epochs, n, callbacks: runs.append(n))
+    monkeypatch.setattr(steps, "make_gan", lambda cfg, strategy, fused: gan)
+    monkeypatch.setattr(steps, "select_device", lambda cfg: (None, {}))
+    ticks = iter([0, 1, 10, 12, 20, 20.5, 30, 34, 40, 41])  # five calls: 1, 2, 0.5, 4 and 1 s
+    monkeypatch.setattr(steps, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    its = steps.compiled_its(None, steps.TrainConfig(model="mlp"), 10)
+    assert runs == [2] * 6  # a warm-up call, then five timed calls of 2 iterations
+    assert its == 2.0  # 2, 1, 4, 0.5 and 2 it/s: one slow call does not make the row
 
 
 def test_the_committed_rows_follow_from_the_timings_and_the_layers_as_they_are(peak):

@@ -1,0 +1,74 @@
+"""The step's speed, the way `make bench` times it: the book's loop of Keras 2 calls, and the pipeline's
+compiled step (`GAN.run`) on the backend this process runs."""
+
+from __future__ import annotations
+
+import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Keras loads TensorFlow)
+
+# isort: split
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from ganlab.core.config import TrainConfig
+from ganlab.nets import models
+from ganlab.training.devices import select_device
+from ganlab.training.train import make_gan, resolved
+
+
+def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int = 100) -> float:
+    """The book's loop re-created in Keras 3: predict + three train_on_batch calls per iteration.
+
+    `discriminator.trainable` is toggled around the calls, as the blog does, so that D really learns
+    (it is read when each model's train function is first traced).
+    """
+    g, d = models.build("mlp", z_dim)
+    d_model = keras.Sequential([d, keras.layers.Activation("sigmoid")])
+    d_model.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
+    d_model.trainable = False
+    gan = keras.Sequential([keras.Input((z_dim,)), g, d_model])
+    gan.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam())
+    real, fake = np.ones((batch, 1)), np.zeros((batch, 1))
+    rng = np.random.default_rng(0)
+
+    def one():
+        imgs = x[np.sort(rng.integers(0, len(x), batch))]
+        gen = g.predict(rng.normal(0, 1, (batch, z_dim)), verbose=0)
+        d_model.trainable = True
+        d_model.train_on_batch(imgs, real)
+        d_model.train_on_batch(gen, fake)
+        d_model.trainable = False
+        gan.train_on_batch(rng.normal(0, 1, (batch, z_dim)), real)
+
+    for _ in range(5):  # trace everything before timing
+        one()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        one()
+    return iterations / (time.perf_counter() - t0)
+
+
+# On TensorFlow one `fit()` call on these CPUs now and then runs at two thirds or half its speed, with fewer
+# cores busy, for no reason found (docs/benchmarks.md, "Two ways a TensorFlow call runs"): its rows take the
+# median of this many calls, so that one slow call does not make a row.
+TF_CALLS = 5
+
+
+def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int, fused: bool = True) -> float:
+    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend), after a warm-up call: over
+    one call of `iterations`, or on TensorFlow the median of `TF_CALLS` calls sharing them."""
+    cfg = resolved(dataclasses.replace(cfg, backend=keras.backend.backend()))
+    strategy, _ = select_device(cfg)
+    gan = make_gan(cfg, strategy, fused)
+    gan.set_data(x)
+    calls = min(TF_CALLS, iterations) if cfg.backend == "tensorflow" else 1
+    each = iterations // calls
+    gan.run(1, gan.steps_per_call(each), [])  # one call of the timed calls' length: traces and compiles
+    rates = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        gan.run(1, each, [])  # ends by reading the losses back, so the work is done
+        rates.append(each / (time.perf_counter() - t0))
+    return float(np.median(rates))
