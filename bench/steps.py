@@ -50,25 +50,31 @@ def book_loop_its(x: np.ndarray, iterations: int, batch: int = 128, z_dim: int =
     return iterations / (time.perf_counter() - t0)
 
 
-# On TensorFlow one `fit()` call on these CPUs now and then runs at two thirds or half its speed, with fewer
-# cores busy, for no reason found (docs/benchmarks.md, "Two ways a TensorFlow call runs"): its rows take the
-# median of this many calls, so that one slow call does not make a row.
-TF_CALLS = 5
+class CallEnds(keras.callbacks.Callback):
+    """When each compiled call of a `GAN.run` ended (both backends' runs report every call)."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
 
 
 def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int, fused: bool = True) -> float:
-    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend), after a warm-up call: over
-    one call of `iterations`, or on TensorFlow the median of `TF_CALLS` calls sharing them."""
+    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend) at its steady pace: the median
+    time from the end of one compiled call to the end of the next, after a warm-up call. The first call of a
+    run is left out with `fit()`'s set-up: on TensorFlow they cost 0.5-1.5 s more in some runs than in
+    others (docs/benchmarks.md, "Two ways a TensorFlow call runs"), which a row of 10 DCGAN iterations
+    would carry whole. A `train` stage pays them once a run."""
     cfg = resolved(dataclasses.replace(cfg, backend=keras.backend.backend()))
     strategy, _ = select_device(cfg)
     gan = make_gan(cfg, strategy, fused)
     gan.set_data(x)
-    calls = min(TF_CALLS, iterations) if cfg.backend == "tensorflow" else 1
-    each = iterations // calls
-    gan.run(1, gan.steps_per_call(each), [])  # one call of the timed calls' length: traces and compiles
-    rates = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        gan.run(1, each, [])  # ends by reading the losses back, so the work is done
-        rates.append(each / (time.perf_counter() - t0))
-    return float(np.median(rates))
+    spe = gan.steps_per_call(iterations)
+    gan.run(1, spe, [])  # one call of the timed calls' length: traces and compiles
+    timer = CallEnds()
+    t0 = time.perf_counter()
+    gan.run(1, iterations, [timer])  # a call returns with its work done (the JAX run waits for its sums)
+    if len(timer.ends) < 2:  # one call: the whole run
+        return iterations / (time.perf_counter() - t0)
+    return spe / float(np.median(np.diff(timer.ends)))
