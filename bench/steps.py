@@ -7,6 +7,7 @@ import ganlab  # noqa: F401  (first: it turns TensorFlow's oneDNN on before Kera
 
 # isort: split
 import dataclasses
+import math
 import time
 
 import keras
@@ -61,20 +62,20 @@ class CallEnds(keras.callbacks.Callback):
 
 
 def compiled_its(x: np.ndarray, cfg: TrainConfig, iterations: int, fused: bool = True) -> float:
-    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend) at its steady pace: the median
-    time from the end of one compiled call to the end of the next, after a warm-up call. The first call of a
-    run is left out with `fit()`'s set-up: on TensorFlow they cost 0.5-1.5 s more in some runs than in
-    others (docs/benchmarks.md, "Two ways a TensorFlow call runs"), which a row of 10 DCGAN iterations
-    would carry whole. A `train` stage pays them once a run."""
+    """Iterations/s of `GAN.run` (the pipeline's compiled step on this backend) at its steady pace, after a
+    warm-up call: from the end of the timed run's first compiled call to the end of its last. The first call
+    is left out with `fit()`'s set-up, whose cost moves from run to run on TensorFlow (docs/benchmarks.md,
+    "Two ways a TensorFlow call runs") and which a `train` stage pays once a run. A run of fewer than three
+    calls is lengthened to three or more, of the same length."""
     cfg = resolved(dataclasses.replace(cfg, backend=keras.backend.backend()))
     strategy, _ = select_device(cfg)
     gan = make_gan(cfg, strategy, fused)
     gan.set_data(x)
     spe = gan.steps_per_call(iterations)
+    calls = max(3, iterations // spe)
+    while math.gcd(gan.most_steps_per_execution // spe, calls) != 1:  # so that `run` keeps `spe` a call
+        calls += 1
     gan.run(1, spe, [])  # one call of the timed calls' length: traces and compiles
     timer = CallEnds()
-    t0 = time.perf_counter()
-    gan.run(1, iterations, [timer])  # a call returns with its work done (the JAX run waits for its sums)
-    if len(timer.ends) < 2:  # one call: the whole run
-        return iterations / (time.perf_counter() - t0)
-    return spe / float(np.median(np.diff(timer.ends)))
+    gan.run(1, spe * calls, [timer])  # a call returns with its work done (the JAX run waits for its sums)
+    return spe * (calls - 1) / (timer.ends[-1] - timer.ends[0])

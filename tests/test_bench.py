@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import types
 from pathlib import Path
 
@@ -26,28 +27,32 @@ def peak():
     return load("bench_peak", ROOT / "bench" / "peak.py")
 
 
-def test_a_row_is_the_steady_pace_of_its_calls(monkeypatch):
+@pytest.mark.parametrize("most, iterations, runs, want", [
+    (2, 10, [2, 10], 2.0),      # 5 calls of 2: 8 iterations in the 4 s from the end of the first to the last
+    (20, 10, [10, 30], 10.0),   # one call of 10 is lengthened to 3 of the same length: 20 in 2 s
+])
+def test_a_row_is_the_steady_pace_of_its_calls(monkeypatch, most, iterations, runs, want):
     steps = load("bench_steps", ROOT / "bench" / "steps.py")
     clock = [0.0]
-    durations = iter([9.0, 5.0, 1.0, 1.0, 3.0, 1.0])  # the warm-up call; the first timed one, with fit()'s set-up
-    runs = []
+    durations = iter([9.0, 5.0, 1.0, 1.0, 1.0, 1.0])  # the warm-up call; the first timed one, with fit()'s set-up
+    seen = []
 
     def run(epochs, n, callbacks):
-        runs.append(n)
+        seen.append(n)
         for cb in callbacks:
             cb.on_train_begin()
-        for call in range(n // 2):
+        for call in range(n // math.gcd(most, n)):
             clock[0] += next(durations)
             for cb in callbacks:
                 cb.on_train_batch_end(call)
 
-    gan = types.SimpleNamespace(set_data=lambda x: None, steps_per_call=lambda n: 2, run=run)
+    gan = types.SimpleNamespace(set_data=lambda x: None, most_steps_per_execution=most, run=run,
+                                steps_per_call=lambda n: math.gcd(most, n))  # as GAN.steps_per_call
     monkeypatch.setattr(steps, "make_gan", lambda cfg, strategy, fused: gan)
     monkeypatch.setattr(steps, "select_device", lambda cfg: (None, {}))
     monkeypatch.setattr(steps, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    its = steps.compiled_its(None, steps.TrainConfig(model="mlp"), 10)
-    assert runs == [2, 10]  # a warm-up call of the timed calls' length, then the timed run
-    assert its == 2.0  # 2 iterations a call, a call a second between the ends of calls 1-5: not 10 / 11 s
+    assert steps.compiled_its(None, steps.TrainConfig(model="mlp"), iterations) == want
+    assert seen == runs  # a warm-up call of the timed calls' length, then the timed run
 
 
 def test_the_committed_rows_follow_from_the_timings_and_the_layers_as_they_are(peak):

@@ -42,19 +42,21 @@ def test_auto_on_this_machine_applies_a_policy_and_records_it():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_bfloat16_that_would_crash_tensorflow_is_refused_in_one_line(tmp_path, monkeypatch):
+def test_a_half_precision_that_would_crash_tensorflow_is_refused_in_one_line(tmp_path, monkeypatch):
     from ganlab.core import hardware
     from ganlab.core.files import StageError
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_bf16\n")
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 avx512_fp16 amx_bf16\n")
     monkeypatch.setattr(devices, "cpu_info", lambda: hardware.cpu_info(cpuinfo))
+    monkeypatch.setattr(devices, "onednn_state", lambda: "on")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    cfg = TrainConfig(model="dcgan", backend="tensorflow")
-    assert devices.select_device(cfg)[1]["precision"] == "float32"  # auto: the cap leaves no native bf16
-    with pytest.raises(StageError, match="ONEDNN_MAX_CPU_ISA=AVX2 would crash .*train.mixed_precision: off"):
-        devices.select_device(TrainConfig(model="dcgan", backend="tensorflow", mixed_precision="bfloat16"))
+    assert devices.select_device(TrainConfig(model="dcgan", backend="tensorflow"))[1]["precision"] == "float32"
+    for setting in ("bfloat16", "float16"):  # auto above: the cap leaves no native bf16
+        with pytest.raises(StageError, match=f"mixed_precision {setting} under the oneDNN cap AVX2 .* would "
+                                             "crash .*train.mixed_precision: off"):
+            devices.select_device(TrainConfig(model="dcgan", backend="tensorflow", mixed_precision=setting))
     import keras
     assert keras.mixed_precision.global_policy().name == "float32"
 

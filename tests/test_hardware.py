@@ -16,8 +16,8 @@ ZEN3 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "XLA_FLAGS"):
+        monkeypatch.delenv(key, raising=False)
     info = tmp_path / "cpuinfo"
     info.write_text(XEON)
     got = hardware.cpu_info(info)
@@ -34,12 +34,15 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
     ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, []),
     ({"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, ["avx512_bf16"]),
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, ["amx_bf16", "avx512_bf16"]),
+    ({"DNNL_MAX_CPU_ISA": " avx2 "}, []),                      # oneDNN's older name, as oneDNN reads it
+    ({"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"}, ["amx_bf16", "avx512_bf16"]),  # the first set wins
+    ({"ONEDNN_MAX_CPU_ISA": "AVX-2"}, ["amx_bf16", "avx512_bf16"]),  # a name oneDNN does not know caps nothing
     ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2"}, []),
     ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX512_BF16"}, ["avx512_bf16"]),
 ])
 def test_bf16_flags_are_those_the_users_instruction_set_caps_leave(tmp_path, monkeypatch, env, want):
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "XLA_FLAGS"):
+        monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     info = tmp_path / "cpuinfo"
@@ -47,23 +50,25 @@ def test_bf16_flags_are_those_the_users_instruction_set_caps_leave(tmp_path, mon
     assert hardware.cpu_info(info)["bf16_flags"] == want
 
 
-@pytest.mark.parametrize("cpu, cap, onednn, want", [
-    (XEON, "AVX2", None, "AVX2"),        # TensorFlow sees AVX-512 and hands oneDNN bf16 it cannot run
-    (XEON, "avx2_vnni", "1", "avx2_vnni"),
-    (XEON, "AVX512_CORE", None, None),   # emulated there, but it runs
-    (XEON, "AVX2", "0", None),           # oneDNN off: TensorFlow's own kernels
-    (ZEN3, "AVX2", None, None),          # no AVX-512: TensorFlow keeps bf16 away from oneDNN
-    (XEON, None, None, None),
+@pytest.mark.parametrize("cpu, cap, policy, onednn, want", [
+    (XEON, "AVX2", "mixed_bfloat16", "on", "AVX2"),  # TensorFlow sees AVX-512 and hands oneDNN bf16 it cannot run
+    (XEON, "avx2_vnni", "mixed_bfloat16", "on", "AVX2_VNNI"),
+    (XEON, "AVX512_CORE", "mixed_bfloat16", "on", None),  # emulated there, but it runs
+    (XEON, "AVX512_CORE_BF16", "mixed_float16", "on", "AVX512_CORE_BF16"),
+    (XEON, "AVX512_CORE_FP16", "mixed_float16", "on", None),
+    (XEON, "AVX2", "float32", "on", None),
+    (XEON, "AVX2", "mixed_bfloat16", "off", None),  # oneDNN off: TensorFlow's own kernels
+    (ZEN3, "AVX2", "mixed_bfloat16", "on", None),   # no AVX-512: TensorFlow keeps bf16 away from oneDNN
+    (XEON, None, "mixed_bfloat16", "on", None),
 ])
-def test_the_onednn_caps_that_crash_bfloat16_are_named(tmp_path, monkeypatch, cpu, cap, onednn, want):
-    for key, value in (("ONEDNN_MAX_CPU_ISA", cap), ("TF_ENABLE_ONEDNN_OPTS", onednn)):
-        if value is None:
-            monkeypatch.delenv(key, raising=False)
-        else:
-            monkeypatch.setenv(key, value)
+def test_the_onednn_caps_that_crash_half_precision_are_named(tmp_path, monkeypatch, cpu, cap, policy, onednn, want):
+    for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(key, raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     info = tmp_path / "cpuinfo"
-    info.write_text(cpu)
-    assert hardware.onednn_bf16_crash_cap(hardware.cpu_info(info)) == want
+    info.write_text(cpu.replace("avx512_bf16", "avx512_bf16 avx512_fp16"))
+    assert hardware.onednn_crash_cap(hardware.cpu_info(info), policy, onednn) == want
 
 
 def test_peak_counts_lanes_fma_pipes_cores_and_clock(tmp_path):

@@ -12,10 +12,27 @@ import platform
 from pathlib import Path
 from typing import Any
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads the first one set
 XLA_ISA_FLAG = "--xla_cpu_max_isa="
+# The instruction-set caps oneDNN (ONEDNN_ISA_ENVS) and XLA (XLA_ISA_FLAG) know, by how far up they let
+# kernels go: 0 below AVX-512, 1 AVX-512, 2 its bf16, 3 its fp16, 4 AMX. A name that neither library
+# knows caps nothing, there as here.
+ISA_LEVELS = {name: level for level, names in enumerate((
+    ("SSE41", "SSE4_2", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"),
+    ("AVX512", "AVX512_CORE", "AVX512_VNNI", "AVX512_CORE_VNNI"),
+    ("AVX512_BF16", "AVX512_CORE_BF16"),
+    ("AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"),
+    ("AMX", "AMX_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+     "AVX10_2_512_AMX_2"),
+)) for name in names}
+# The CPU flags of native bf16, with the level a cap must leave for `auto` to count them.
+BF16_FLAGS = {"amx_bf16": 4, "avx512_bf16": 2}
+# TensorFlow hands a policy's half-precision work to oneDNN on CPUs with the flag, reading the CPU and not
+# the cap; under a cap below the level, oneDNN has no kernel for it and the process dies (a segmentation
+# fault, seen on an AVX-512 Xeon: bfloat16 under AVX2 and AVX2_VNNI, float16 under AVX512_CORE and
+# AVX512_CORE_BF16; bfloat16 ran emulated under AVX512_CORE, float16 under AVX512_CORE_FP16).
+ONEDNN_HALF = {"mixed_bfloat16": ("avx512f", 1), "mixed_float16": ("avx512_fp16", 3)}
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -38,44 +55,26 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     except (OSError, ValueError):  # not Linux: no flags to read, so nothing claimed
         pass
     info["isa_caps"] = isa_caps()
-    info["bf16_flags"] = [f for f in BF16_FLAGS if f in info["flags"]
-                          and all(cap_keeps(cap, f) for cap in info["isa_caps"].values())]
+    info["bf16_flags"] = [f for f, level in BF16_FLAGS.items() if f in info["flags"]
+                          and all(ISA_LEVELS[cap] >= level for cap in info["isa_caps"].values())]
     return info
 
 
 def isa_caps(environ=os.environ) -> dict[str, str]:
-    """The instruction-set caps the user set: oneDNN's (`ONEDNN_MAX_CPU_ISA`, TensorFlow's kernels) and
-    XLA's (`--xla_cpu_max_isa` in `XLA_FLAGS`, JAX's)."""
-    caps = {}
-    if environ.get(ONEDNN_ISA_ENV):
-        caps["onednn"] = environ[ONEDNN_ISA_ENV]
-    for flag in environ.get("XLA_FLAGS", "").split():
-        if flag.startswith(XLA_ISA_FLAG):
-            caps["xla"] = flag[len(XLA_ISA_FLAG):]
-    return caps
+    """The instruction-set caps the user set, as the libraries read them: oneDNN's (TensorFlow's kernels)
+    and XLA's (JAX's); a name they do not know is left out, as they ignore it."""
+    onednn = next((environ[v] for v in ONEDNN_ISA_ENVS if environ.get(v)), "")
+    xla = [flag[len(XLA_ISA_FLAG):] for flag in environ.get("XLA_FLAGS", "").split() if flag.startswith(XLA_ISA_FLAG)]
+    caps = {"onednn": onednn.strip().upper(), "xla": xla[-1].upper() if xla else ""}
+    return {lib: cap for lib, cap in caps.items() if cap in ISA_LEVELS}
 
 
-def cap_keeps(cap: str, flag: str) -> bool:
-    """Whether kernels held to the instruction set `cap` (oneDNN's or XLA's names) may run `flag`'s bf16
-    instructions. Under a cap below them a bf16 step runs emulated, and TensorFlow, which reads the CPU
-    and not the cap, hands its oneDNN kernels bfloat16 work they then crash on: so `auto` must not pick
-    bfloat16 there."""
-    cap = cap.upper()
-    if cap in ("", "ALL", "DEFAULT") or "AMX" in cap:  # AMX's ISAs include AVX-512's bf16
-        return True
-    return flag == "avx512_bf16" and any(isa in cap for isa in ("BF16", "FP16", "AVX10"))
-
-
-def onednn_bf16_crash_cap(info: dict[str, Any], environ=os.environ) -> str | None:
-    """The oneDNN cap under which TensorFlow would crash on bfloat16 work on this CPU, else None.
-
-    TensorFlow hands bfloat16 to its oneDNN kernels when the CPU has AVX-512, reading the CPU rather
-    than `ONEDNN_MAX_CPU_ISA`; held below AVX-512, oneDNN has no kernel for it and the process dies
-    (a segmentation fault with AVX2 and AVX2_VNNI on an AVX-512 Xeon; AVX512_CORE runs it emulated)."""
-    cap = info.get("isa_caps", {}).get("onednn", "").upper()
-    below = cap not in ("", "ALL", "DEFAULT") and not any(isa in cap for isa in ("AVX512", "AVX10", "AMX"))
-    on = environ.get(ONEDNN_ENV, "1") != "0"
-    return info["isa_caps"]["onednn"] if below and on and "avx512f" in info["flags"] else None
+def onednn_crash_cap(info: dict[str, Any], policy: str, onednn: str) -> str | None:
+    """The oneDNN cap under which TensorFlow would crash on `policy`'s half-precision work on this CPU
+    (ONEDNN_HALF), else None. `onednn`: whether TensorFlow runs its oneDNN kernels (`onednn_state`)."""
+    flag, level = ONEDNN_HALF.get(policy, ("", 0))
+    cap = info["isa_caps"].get("onednn")
+    return cap if cap and onednn != "off" and flag in info["flags"] and ISA_LEVELS[cap] < level else None
 
 
 def peak_gflops(info: dict[str, Any], cores: int | None = None) -> dict[str, Any]:

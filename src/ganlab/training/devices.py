@@ -1,10 +1,11 @@
 """Where and in what precision `train` runs: the distribution strategy and the mixed-precision policy.
 
 `mixed_precision: auto` picks float16 on GPUs that run it fast (compute capability >= 7.0), and
-bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags, and no instruction-set cap
-below them: `ganlab.core.hardware.isa_caps`), but only for the
-models whose benchmark gained from it (`ModelSpec.cpu_bf16`). Everywhere else it is float32, so a
-CPU without bf16 is never slowed down and the book's MLP keeps its numerics.
+bfloat16 on a CPU that has it natively (AMX-BF16 or AVX512-BF16 in its flags, and no instruction-set
+cap below them: `ganlab.core.hardware.isa_caps`), but only for the models whose benchmark gained from it
+(`ModelSpec.cpu_bf16`). Everywhere else it is float32, so a CPU without bf16 is never slowed down and the
+book's MLP keeps its numerics. A half precision that TensorFlow would crash on under a oneDNN cap is
+refused (`ganlab.core.hardware.onednn_crash_cap`).
 
 On TensorFlow the strategies are `tf.distribute`'s. On JAX they are a `Replicas`: one device, or
 data-parallel over a mesh of devices (`mirrored`, and `auto` when there are several local devices; all
@@ -27,7 +28,7 @@ import numpy as np
 
 from ganlab.core.config import TrainConfig
 from ganlab.core.files import StageError
-from ganlab.core.hardware import ONEDNN_ISA_ENV, cpu_info, onednn_bf16_crash_cap, onednn_state
+from ganlab.core.hardware import ONEDNN_ISA_ENVS, cpu_info, onednn_crash_cap, onednn_state
 from ganlab.nets.specs import SPECS
 from ganlab.training.backend import JAX_CLUSTER
 
@@ -282,10 +283,11 @@ def _select_tensorflow(cfg: TrainConfig):
     details = [tf.config.experimental.get_device_details(g) for g in gpus]
     cpu = cpu_info()
     policy = choose_precision(cfg, [d.get("compute_capability", (0, 0)) for d in details], cpu)
-    cap = None if gpus or policy != "mixed_bfloat16" else onednn_bf16_crash_cap(cpu)
+    cap = None if gpus else onednn_crash_cap(cpu, policy, onednn_state())
     if cap:
-        raise StageError(f"train.mixed_precision bfloat16 under {ONEDNN_ISA_ENV}={cap} would crash TensorFlow's "
-                         f"oneDNN kernels on this CPU; unset {ONEDNN_ISA_ENV}, or set train.mixed_precision: off")
+        raise StageError(f"train.mixed_precision {cfg.mixed_precision} under the oneDNN cap {cap} "
+                         f"({'/'.join(ONEDNN_ISA_ENVS)}) would crash TensorFlow's oneDNN kernels on this CPU; "
+                         "unset the cap, or set train.mixed_precision: off")
     keras.mixed_precision.set_global_policy(policy)
     # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: use the public name.
     name = ("MultiWorkerMirroredStrategy" if workers > 1 or cfg.strategy == "multi_worker"
