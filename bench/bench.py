@@ -184,12 +184,13 @@ def main() -> None:
     ap.add_argument("--matrix", action="store_true",
                     help="also time mlp and dcgan with mixed precision and XLA off and on (meant for a GPU)")
     ap.add_argument("--matrix-only", action="store_true", help="time only that matrix")
-    ap.add_argument("--dcgan-iterations", type=int, default=10, help="timed DCGAN iterations per setting")
+    ap.add_argument("--dcgan-iterations", type=int, default=10,
+                    help="DCGAN iterations a row runs (at least 3 calls; the first is not timed: bench/steps.py)")
     ap.add_argument("--matrix-iterations", type=int, nargs=2, default=(4000, 400), metavar=("MLP", "DCGAN"))
     ap.add_argument("--backend-only", action="store_true",
                     help="time only this process's backend (KERAS_BACKEND): mlp, and dcgan in float32 and bf16")
     ap.add_argument("--jax-dcgan-iterations", type=int, default=2,
-                    help="timed DCGAN iterations on JAX (its CPU convolutions are slow)")
+                    help="DCGAN iterations a row runs on JAX (its CPU convolutions are slow)")
     ap.add_argument("--dcgan-only", action="store_true",
                     help="time only the DCGAN rows (both layer forms, float32 and native bf16); takes minutes")
     ap.add_argument("--serving-only", action="store_true",

@@ -52,8 +52,9 @@ def test_a_half_precision_that_would_crash_tensorflow_is_refused_in_one_line(tmp
     monkeypatch.setattr(devices, "onednn_state", lambda: "on")
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    # auto: the cap leaves no native bf16
     assert devices.select_device(TrainConfig(model="dcgan", backend="tensorflow"))[1]["precision"] == "float32"
-    for setting in ("bfloat16", "float16"):  # auto above: the cap leaves no native bf16
+    for setting in ("bfloat16", "float16"):
         with pytest.raises(StageError, match=f"mixed_precision {setting} under the oneDNN cap AVX2 .* would "
                                              "crash .*train.mixed_precision: off"):
             devices.select_device(TrainConfig(model="dcgan", backend="tensorflow", mixed_precision=setting))

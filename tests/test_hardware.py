@@ -11,6 +11,7 @@ from ganlab.core import hardware
 XEON = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
         "model name\t: Intel(R) Xeon(R) Platinum 8480C\ncpu MHz\t\t: 2100.000\n"
         "flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n")
+XEON_FP16 = XEON.replace("avx512_bf16", "avx512_bf16 avx512_fp16")
 ZEN3 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\n"
         "cpu MHz\t\t: 2450.000\nflags\t\t: fpu sse avx2 fma\n")
 
@@ -34,9 +35,13 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
     ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, []),
     ({"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, ["avx512_bf16"]),
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, ["amx_bf16", "avx512_bf16"]),
-    ({"DNNL_MAX_CPU_ISA": " avx2 "}, []),                      # oneDNN's older name, as oneDNN reads it
+    ({"DNNL_MAX_CPU_ISA": "avx2"}, []),                        # oneDNN's older name
     ({"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"}, ["amx_bf16", "avx512_bf16"]),  # the first set wins
-    ({"ONEDNN_MAX_CPU_ISA": "AVX-2"}, ["amx_bf16", "avx512_bf16"]),  # a name oneDNN does not know caps nothing
+    # Names a library does not know cap nothing there: a typo, spaces, or the other library's name.
+    ({"ONEDNN_MAX_CPU_ISA": "AVX-2"}, ["amx_bf16", "avx512_bf16"]),
+    ({"ONEDNN_MAX_CPU_ISA": " AVX2"}, ["amx_bf16", "avx512_bf16"]),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512"}, ["amx_bf16", "avx512_bf16"]),
+    ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX512_CORE"}, ["amx_bf16", "avx512_bf16"]),
     ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2"}, []),
     ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX512_BF16"}, ["avx512_bf16"]),
 ])
@@ -54,12 +59,14 @@ def test_bf16_flags_are_those_the_users_instruction_set_caps_leave(tmp_path, mon
     (XEON, "AVX2", "mixed_bfloat16", "on", "AVX2"),  # TensorFlow sees AVX-512 and hands oneDNN bf16 it cannot run
     (XEON, "avx2_vnni", "mixed_bfloat16", "on", "AVX2_VNNI"),
     (XEON, "AVX512_CORE", "mixed_bfloat16", "on", None),  # emulated there, but it runs
-    (XEON, "AVX512_CORE_BF16", "mixed_float16", "on", "AVX512_CORE_BF16"),
-    (XEON, "AVX512_CORE_FP16", "mixed_float16", "on", None),
+    (XEON_FP16, "AVX512_CORE_BF16", "mixed_float16", "on", "AVX512_CORE_BF16"),
+    (XEON_FP16, "AVX512_CORE_FP16", "mixed_float16", "on", None),
     (XEON, "AVX2", "float32", "on", None),
     (XEON, "AVX2", "mixed_bfloat16", "off", None),  # oneDNN off: TensorFlow's own kernels
     (ZEN3, "AVX2", "mixed_bfloat16", "on", None),   # no AVX-512: TensorFlow keeps bf16 away from oneDNN
     (XEON, None, "mixed_bfloat16", "on", None),
+    (XEON_FP16, "AVX2", "mixed_float16", "on", "AVX2"),
+    (XEON, "AVX2", "mixed_float16", "on", None),  # no avx512_fp16: TensorFlow keeps float16 away from oneDNN
 ])
 def test_the_onednn_caps_that_crash_half_precision_are_named(tmp_path, monkeypatch, cpu, cap, policy, onednn, want):
     for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
@@ -67,7 +74,7 @@ def test_the_onednn_caps_that_crash_half_precision_are_named(tmp_path, monkeypat
     if cap:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     info = tmp_path / "cpuinfo"
-    info.write_text(cpu.replace("avx512_bf16", "avx512_bf16 avx512_fp16"))
+    info.write_text(cpu)
     assert hardware.onednn_crash_cap(hardware.cpu_info(info), policy, onednn) == want
 
 

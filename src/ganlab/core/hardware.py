@@ -15,23 +15,24 @@ from typing import Any
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads the first one set
 XLA_ISA_FLAG = "--xla_cpu_max_isa="
-# The instruction-set caps oneDNN (ONEDNN_ISA_ENVS) and XLA (XLA_ISA_FLAG) know, by how far up they let
-# kernels go: 0 below AVX-512, 1 AVX-512, 2 its bf16, 3 its fp16, 4 AMX. A name that neither library
-# knows caps nothing, there as here.
-ISA_LEVELS = {name: level for level, names in enumerate((
-    ("SSE41", "SSE4_2", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"),
-    ("AVX512", "AVX512_CORE", "AVX512_VNNI", "AVX512_CORE_VNNI"),
-    ("AVX512_BF16", "AVX512_CORE_BF16"),
-    ("AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"),
-    ("AMX", "AMX_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
-     "AVX10_2_512_AMX_2"),
-)) for name in names}
+# The instruction-set caps each library knows (oneDNN's from ONEDNN_ISA_ENVS, XLA's from XLA_ISA_FLAG), by
+# how far up they let kernels go: 0 below AVX-512, 1 AVX-512, 2 its bf16, 3 its fp16, 4 AMX. A name the
+# library does not know caps nothing, there as here.
+ISA_LEVELS = {
+    "onednn": {"SSE41": 0, "AVX": 0, "AVX2": 0, "AVX2_VNNI": 0, "AVX2_VNNI_2": 0, "AVX512_CORE": 1,
+               "AVX512_CORE_VNNI": 1, "AVX512_CORE_BF16": 2, "AVX512_CORE_FP16": 3, "AVX10_1_512": 3,
+               "AVX10_2_512": 3, "AVX512_CORE_AMX": 4, "AVX10_1_512_AMX": 4, "AVX512_CORE_AMX_FP16": 4,
+               "AVX10_1_512_AMX_FP16": 4, "AVX10_2_512_AMX_2": 4},
+    "xla": {"SSE4_2": 0, "AVX": 0, "AVX2": 0, "AVX512": 1, "AVX512_VNNI": 1, "AVX512_BF16": 2, "AMX": 4,
+            "AMX_FP16": 4},
+}
 # The CPU flags of native bf16, with the level a cap must leave for `auto` to count them.
 BF16_FLAGS = {"amx_bf16": 4, "avx512_bf16": 2}
 # TensorFlow hands a policy's half-precision work to oneDNN on CPUs with the flag, reading the CPU and not
 # the cap; under a cap below the level, oneDNN has no kernel for it and the process dies (a segmentation
 # fault, seen on an AVX-512 Xeon: bfloat16 under AVX2 and AVX2_VNNI, float16 under AVX512_CORE and
-# AVX512_CORE_BF16; bfloat16 ran emulated under AVX512_CORE, float16 under AVX512_CORE_FP16).
+# AVX512_CORE_BF16; bfloat16 ran emulated under AVX512_CORE, float16 under AVX512_CORE_FP16). TensorFlow
+# also hands both to oneDNN on CPUs with `avx_ne_convert`, without AVX-512: not seen here, not listed.
 ONEDNN_HALF = {"mixed_bfloat16": ("avx512f", 1), "mixed_float16": ("avx512_fp16", 3)}
 
 
@@ -56,17 +57,17 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         pass
     info["isa_caps"] = isa_caps()
     info["bf16_flags"] = [f for f, level in BF16_FLAGS.items() if f in info["flags"]
-                          and all(ISA_LEVELS[cap] >= level for cap in info["isa_caps"].values())]
+                          and all(ISA_LEVELS[lib][cap] >= level for lib, cap in info["isa_caps"].items())]
     return info
 
 
 def isa_caps(environ=os.environ) -> dict[str, str]:
-    """The instruction-set caps the user set, as the libraries read them: oneDNN's (TensorFlow's kernels)
-    and XLA's (JAX's); a name they do not know is left out, as they ignore it."""
+    """The instruction-set caps the user set, as the libraries read them (upper-cased, the names each knows):
+    oneDNN's (TensorFlow's kernels) and XLA's (JAX's)."""
     onednn = next((environ[v] for v in ONEDNN_ISA_ENVS if environ.get(v)), "")
     xla = [flag[len(XLA_ISA_FLAG):] for flag in environ.get("XLA_FLAGS", "").split() if flag.startswith(XLA_ISA_FLAG)]
-    caps = {"onednn": onednn.strip().upper(), "xla": xla[-1].upper() if xla else ""}
-    return {lib: cap for lib, cap in caps.items() if cap in ISA_LEVELS}
+    caps = {"onednn": onednn.upper(), "xla": xla[-1].upper() if xla else ""}
+    return {lib: cap for lib, cap in caps.items() if cap in ISA_LEVELS[lib]}
 
 
 def onednn_crash_cap(info: dict[str, Any], policy: str, onednn: str) -> str | None:
@@ -74,7 +75,7 @@ def onednn_crash_cap(info: dict[str, Any], policy: str, onednn: str) -> str | No
     (ONEDNN_HALF), else None. `onednn`: whether TensorFlow runs its oneDNN kernels (`onednn_state`)."""
     flag, level = ONEDNN_HALF.get(policy, ("", 0))
     cap = info["isa_caps"].get("onednn")
-    return cap if cap and onednn != "off" and flag in info["flags"] and ISA_LEVELS[cap] < level else None
+    return cap if cap and onednn != "off" and flag in info["flags"] and ISA_LEVELS["onednn"][cap] < level else None
 
 
 def peak_gflops(info: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
