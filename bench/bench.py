@@ -40,7 +40,7 @@ from processes import serving_latency, train_stage
 from steps import book_loop_its, compiled_its
 
 from ganlab.core.config import TrainConfig
-from ganlab.core.hardware import ONEDNN_ENV, cpu_info, onednn_state
+from ganlab.core.hardware import ONEDNN_ENV, ONEDNN_ISA_ENVS, XLA_ISA_FLAG, cpu_info, onednn_state
 from ganlab.data.arrays import load_split
 from ganlab.nets import models
 from ganlab.training.devices import applied_jit_compile, select_device, settle_determinism
@@ -68,7 +68,7 @@ def precision_xla_matrix(x: np.ndarray, iterations: dict[str, int]) -> list[dict
     return rows
 
 
-def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_only: bool = False) -> dict:
+def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int) -> dict:
     """This process's backend: the mlp step, and the DCGAN step in float32 and (where the hardware
     has it natively) bfloat16, all at the reference batch sizes."""
     rows = {"backend": keras.backend.backend(),
@@ -79,7 +79,7 @@ def backend_rows(x: np.ndarray, iterations: int, dcgan_iterations: int, float32_
     if info["device"] != "cpu":  # launch-bound on a GPU: what mixed precision gives the MLP too
         rows["mlp_bfloat16_its"] = round(
             compiled_its(x, TrainConfig(model="mlp", mixed_precision="bfloat16"), iterations), 2)
-    if info["device"] != "cpu" or (cpu_info()["bf16_flags"] and not float32_only):
+    if info["device"] != "cpu" or cpu_info()["bf16_flags"]:  # none under a cap below them (`avx2_rows`)
         rows["dcgan_bfloat16_its"] = round(
             compiled_its(x, dataclasses.replace(dc, mixed_precision="bfloat16"), dcgan_iterations), 3)
     if info["device"] != "cpu":
@@ -169,11 +169,11 @@ def onednn_off_rows(args) -> dict:
 
 
 def avx2_rows(args) -> dict:
-    """`backend_rows` on each backend in a process capped at AVX2 (float32 only): an estimate of an AVX2-only
+    """`backend_rows` on each backend in a process capped at AVX2 (so in float32): an estimate of an AVX2-only
     CPU at this clock, not a measurement of one (caches, memory and TensorFlow's own Eigen kernels stay)."""
     # oneDNN's and XLA's own caps on the instruction set: these cores run only what an AVX2 CPU has.
-    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", ONEDNN_ENV: "1", **xla_flags("--xla_cpu_max_isa=AVX2")}
-    return {backend: second_process(args, backend, env, "--float32-only") for backend in ("tensorflow", "jax")}
+    env = {ONEDNN_ISA_ENVS[0]: "AVX2", ONEDNN_ENV: "1", **xla_flags(f"{XLA_ISA_FLAG}AVX2")}
+    return {backend: second_process(args, backend, env) for backend in ("tensorflow", "jax")}
 
 
 def main() -> None:
@@ -197,7 +197,6 @@ def main() -> None:
                     help="time only `make serve` of --serving-model (after make run) and add it to --out")
     ap.add_argument("--serving-model", default="models:/ganlab-generator@champion")
     ap.add_argument("--two-devices", action="store_true", help=argparse.SUPPRESS)  # with --backend-only
-    ap.add_argument("--float32-only", action="store_true", help=argparse.SUPPRESS)  # with --backend-only
     ap.add_argument("--jax-devices-only", action="store_true",
                     help="time only the JAX mlp step on one and two (forced CPU) devices and add it to --out")
     args = ap.parse_args()
@@ -225,7 +224,7 @@ def main() -> None:
 
             results["machine"]["jax"] = jax.__version__
         results.update(replica_rows(x, args.iterations) if args.two_devices
-                       else backend_rows(x, args.iterations, args.dcgan_iterations, args.float32_only))
+                       else backend_rows(x, args.iterations, args.dcgan_iterations))
         write(args.out, results)
         return
     import tensorflow as tf
